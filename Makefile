@@ -1,0 +1,48 @@
+# hostlog: `make run` starts the agent on its built-in default, `make test` runs
+# the whole suite. Both set up what they need first: Debian packages (when run
+# as root on Debian), a virtualenv in .venv, and the project in it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# What the tests run for real: journald and journal-remote, logger, rsyslog
+# (with its TLS driver), and what systemd-python compiles against.
+APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsyslog-gnutls \
+                libsystemd-dev pkg-config gcc procps iproute2 openssl
+
+.PHONY: run test deps venv bench clean
+
+run: venv
+	@echo "hostlog agent: built-in default (syslog on udp+tcp 127.0.0.1:5514)."
+	@echo "  send:  logger --tcp --server 127.0.0.1 --port 5514 hello"
+	@echo "  read:  $(BIN)/hostlog query -n 10      (or -f to follow)"
+	@echo "  stop:  Ctrl-C"
+	$(BIN)/hostlog agent
+
+test: deps venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+deps: $(VENV)/.deps-stamp
+$(VENV)/.deps-stamp:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	else \
+	  echo "not root on Debian: skipping apt packages ($(APT_PACKAGES))"; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+venv: $(VENV)/.venv-stamp
+$(VENV)/.venv-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# systemd-python needs libsystemd-dev; without it the rest still installs
+	$(BIN)/python -m pip install -q -e '.[test,systemd]' || $(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+bench: venv
+	$(BIN)/python bench/spool_write.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

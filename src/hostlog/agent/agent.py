@@ -1,0 +1,188 @@
+"""The agent: opens the spool, starts the collectors, runs until told to stop.
+
+Lifecycle:
+
+    start  -> key ring, spool (lock + recovery), spool writer thread,
+              collectors listening, READY=1 to systemd
+    SIGHUP -> re-read the config; collectors whose section changed are
+              restarted, removed ones stopped, new ones started; a config
+              that does not validate is reported and the running one kept
+    SIGTERM/SIGINT -> collectors stop, everything queued is written and
+              synced, the spool is closed, exit 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from hostlog import __version__
+from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.agent.notify import notify, watchdog_interval
+from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.collectors.base import CollectorContext
+from hostlog.config import Config, ConfigError, default_config, load_config
+from hostlog.spool.keys import Keyring
+from hostlog.spool.spool import Spool
+
+log = logging.getLogger("hostlog.agent")
+
+
+def build_collector(source: Any, context: CollectorContext) -> Any:
+    """The collector for one ``[[source]]`` section."""
+    if source.type == "syslog":
+        from hostlog.collectors.syslog import SyslogCollector
+        return SyslogCollector(source, context)
+    raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
+
+
+class Agent:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.spool: Spool | None = None
+        self.writer: SpoolWriter | None = None
+        self.collectors: dict[str, tuple[Any, Any]] = {}  # name -> (source config, collector)
+        self.context: CollectorContext | None = None
+        self.started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    # -- public ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                             (signal.SIGHUP, self.request_reload)):
+            loop.add_signal_handler(sig, handler)
+        await self.open()
+        notify(f"READY=1\nSTATUS=collecting from {len(self.collectors)} sources")
+        log.info("hostlog %s running: spool %s, %d sources", __version__,
+                 self.config.spool_dir, len(self.collectors))
+        watchdog = watchdog_interval()
+        try:
+            while not self._stop.is_set():
+                waiters = [asyncio.ensure_future(self._stop.wait()),
+                           asyncio.ensure_future(self._reload.wait())]
+                await asyncio.wait(waiters, timeout=watchdog,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                if watchdog:
+                    notify("WATCHDOG=1")
+                if self.writer is not None and self.writer.error is not None:
+                    log.error("stopping: the spool writer failed: %s", self.writer.error)
+                    await self.close()
+                    return 1
+                if self._reload.is_set():
+                    self._reload.clear()
+                    await self.reload()
+        finally:
+            if self.spool is not None:
+                notify("STOPPING=1")
+                await self.close()
+        return 0
+
+    async def open(self) -> None:
+        config = self.config
+        spool_dir = config.spool_dir
+        keyring = Keyring.load_or_create(config.spool_key_file())
+        self.spool = Spool.open(spool_dir, keyring, segment_bytes=config.spool.segment_bytes,
+                                max_bytes=config.spool.max_bytes, max_age=config.spool.max_age,
+                                on_full=config.spool.on_full,
+                                key_file=config.spool_key_file())
+        for line in self.spool.recovery.lines():
+            log.info("%s", line)
+        self.writer = SpoolWriter(self.spool, fsync=config.spool.fsync,
+                                  fsync_interval=config.spool.fsync_interval)
+        self.writer.start()
+        self.context = CollectorContext(hostname=config.agent.hostname, sink=self.writer,
+                                        checkpoints=CheckpointFiles(spool_dir / "state" / "checkpoints"))
+        if self.spool.recovery.damage or self.spool.recovery.truncated_bytes:
+            self.writer.submit([self.context.notice("hostlog", line, severity=4)
+                                for line in self.spool.recovery.lines()])
+        for source in config.sources:
+            await self._start_source(source)
+
+    async def close(self) -> None:
+        for name in list(self.collectors):
+            await self._stop_source(name)
+        if self.writer is not None:
+            await self.writer.stop()
+            self.writer = None
+        if self.spool is not None:
+            self.spool.close()
+            log.info("stopped: spool closed at seq %d", self.spool.durable_seq)
+            self.spool = None
+
+    async def reload(self) -> None:
+        if self.config_path is None:
+            log.info("reload: running the built-in default config; nothing to re-read")
+            new = default_config()
+        else:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running config:\n%s", exc)
+                return
+        if new.spool != self.config.spool or new.agent != self.config.agent:
+            log.warning("reload: [agent] and [spool] changes take effect at the next restart")
+        old = {name: src for name, (src, _) in self.collectors.items()}
+        wanted = {src.name: src for src in new.sources}
+        for name, src in old.items():
+            if name not in wanted or wanted[name] != src:
+                await self._stop_source(name)
+        for name, src in wanted.items():
+            if name not in self.collectors:
+                await self._start_source(src)
+        self.config = new.model_copy(update={"agent": self.config.agent, "spool": self.config.spool})
+        log.info("reloaded: %d sources", len(self.collectors))
+
+    # -- collectors --------------------------------------------------------------
+    async def _start_source(self, source: Any) -> None:
+        assert self.context is not None
+        try:
+            collector = build_collector(source, self.context)
+            await collector.start()
+        except (OSError, ValueError) as exc:
+            # One source that cannot start (port in use, bad path) must not take
+            # the others down: report it, loudly, and go on.
+            log.error("source %s did not start: %s", source.name, exc)
+            self.writer and self.writer.submit([self.context.notice(
+                "hostlog", f"source {source.name} did not start: {exc}", severity=3)])
+            return
+        self.collectors[source.name] = (source, collector)
+
+    async def _stop_source(self, name: str) -> None:
+        _, collector = self.collectors.pop(name)
+        try:
+            await collector.stop()
+        except Exception:
+            log.exception("source %s did not stop cleanly", name)
+
+
+def run_agent(config_path: str | None) -> int:
+    """``hostlog agent [-c FILE]``: run in the foreground until SIGTERM."""
+    logging.basicConfig(level=os.environ.get("HOSTLOG_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config_path is None:
+        config, path = default_config(), None
+    else:
+        path = Path(config_path)
+        config = load_config(path)
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # uvloop is optional: plain asyncio works, only slower
+        runner = asyncio.run
+    return runner(Agent(config, path).run())

@@ -1,0 +1,230 @@
+"""The agent's spool writer: one thread that owns the spool.
+
+Collectors hand batches to :meth:`SpoolWriter.write` on the event loop. The
+thread coalesces whatever is pending into frames (encode, LZ4, AES-GCM and the
+write run there, so the second core does that work), and syncs by the fsync
+policy (group commit):
+
+* ``always``: sync after every frame before reporting it durable;
+* ``batch``: sync at most every ``fsync_interval``; everything written since
+  the previous sync becomes durable together;
+* ``never``: never sync explicitly (the kernel writes back when it likes);
+  records are reported durable once written — an operator's explicit choice.
+
+Durability is reported back to the loop, where each batch's ``on_durable``
+callback runs once its last record is durable: that is where replayable
+sources advance their checkpoints.
+
+Backpressure: when more than ``max_pending`` records wait for the thread (the
+disk is slow, or the spool is full and on_full = "block"), ``write`` blocks
+its caller, so TCP readers stop reading and the kernel pushes back on senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from hostlog.errors import SpoolFullError
+from hostlog.record import Record
+from hostlog.spool.spool import Spool
+
+log = logging.getLogger("hostlog.spool")
+
+OnDurable = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    records: int = 0
+    frames: int = 0
+    batches: int = 0
+    syncs: int = 0
+    rejected: int = 0  # write_nowait found the queue full (UDP drops)
+    blocked_s: float = 0.0  # time spent blocked on a full spool
+
+
+class SpoolWriter:
+    def __init__(self, spool: Spool, *, fsync: str = "batch", fsync_interval: float = 0.05,
+                 max_pending: int = 200_000, frame_records: int = 16_384,
+                 frame_bytes: int = 4 << 20) -> None:
+        self.spool = spool
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.max_pending = max_pending
+        self.frame_records = frame_records
+        self.frame_bytes = frame_bytes
+        self.stats = WriterStats()
+        self.accepted_seq = spool.next_seq - 1
+        self.durable_seq = spool.durable_seq
+        self._cond = threading.Condition()
+        self._pending: collections.deque[tuple[list[Record], OnDurable | None]] = collections.deque()
+        self._pending_records = 0  # guarded by _cond
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room = asyncio.Event()  # set while there is room in the queue
+        self._room.set()
+        self._callbacks: collections.deque[tuple[int, OnDurable]] = collections.deque()
+        self.error: BaseException | None = None
+
+    # -- loop side -------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    async def write(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
+        """Queue a batch; waits only while the queue is full (backpressure)."""
+        while not self._room.is_set():
+            await self._room.wait()
+        self._enqueue(batch, on_durable)
+
+    def submit(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
+        """Queue a batch now. Stream readers call this from protocol callbacks
+        and then pause reading until :meth:`has_room` (overshoot: one batch)."""
+        self._enqueue(batch, on_durable)
+
+    def write_nowait(self, batch: list[Record], on_durable: OnDurable | None = None) -> bool:
+        """Queue a batch unless the queue is full; for sources that cannot wait (UDP)."""
+        if not self._room.is_set():
+            self.stats.rejected += len(batch)
+            return False
+        self._enqueue(batch, on_durable)
+        return True
+
+    def _enqueue(self, batch: list[Record], on_durable: OnDurable | None) -> None:
+        if self.error is not None:
+            raise RuntimeError("spool writer has failed") from self.error
+        if not batch and on_durable is None:
+            return
+        with self._cond:
+            self._pending.append((batch, on_durable))
+            self._pending_records += len(batch)
+            if self._pending_records >= self.max_pending:
+                self._room.clear()
+            self._cond.notify()
+
+    async def flush(self) -> int:
+        """Wait until everything queued before this call is durable; returns the durable seq."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enqueue_marker(lambda seq: done.done() or done.set_result(seq))
+        return await done
+
+    def _enqueue_marker(self, on_durable: OnDurable) -> None:
+        with self._cond:
+            self._pending.append(([], on_durable))
+            self._cond.notify()
+
+    async def stop(self) -> None:
+        """Write everything queued, sync, and stop the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._deliver(self.accepted_seq, self.durable_seq)
+
+    def _report(self, accepted: int, durable: int) -> None:
+        # called from the thread
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, accepted, durable)
+        except RuntimeError:
+            pass  # loop already closed: nobody is waiting
+
+    def _deliver(self, accepted: int, durable: int) -> None:
+        self.accepted_seq = max(self.accepted_seq, accepted)
+        self.durable_seq = max(self.durable_seq, durable)
+        while self._callbacks and self._callbacks[0][0] <= self.durable_seq:
+            _, cb = self._callbacks.popleft()
+            try:
+                cb(self.durable_seq)
+            except Exception:
+                log.exception("durability callback failed")
+        with self._cond:
+            if self._pending_records < self.max_pending:
+                self._room.set()
+
+    # -- thread side -----------------------------------------------------------
+    def _take(self) -> list[tuple[list[Record], OnDurable | None]]:
+        taken, n, size = [], 0, 0
+        while self._pending and n < self.frame_records and size < self.frame_bytes:
+            batch, cb = self._pending.popleft()
+            taken.append((batch, cb))
+            n += len(batch)
+            size += sum(len(r.msg) for r in batch)
+        self._pending_records -= n
+        return taken
+
+    def _run(self) -> None:
+        spool = self.spool
+        last_sync = time.monotonic()
+        unsynced = False
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._stopping:
+                        if unsynced and self.fsync == "batch":
+                            wait = self.fsync_interval - (time.monotonic() - last_sync)
+                            if wait <= 0:
+                                break
+                            self._cond.wait(wait)
+                        else:
+                            self._cond.wait()
+                    taken = self._take()
+                    stopping = self._stopping and not self._pending
+                if taken:
+                    records = [r for batch, _ in taken for r in batch]
+                    last = self._append_blocking(records)
+                    self.stats.records += len(records)
+                    self.stats.frames += bool(records)
+                    self.stats.batches += len(taken)
+                    callbacks = [cb for _, cb in taken if cb is not None]
+                    if callbacks:
+                        def register(last: int = last, callbacks: list[OnDurable] = callbacks) -> None:
+                            self._callbacks.extend((last, cb) for cb in callbacks)
+                        assert self._loop is not None
+                        self._loop.call_soon_threadsafe(register)
+                    unsynced = True
+                durable = spool.durable_seq
+                now = time.monotonic()
+                if unsynced and (self.fsync == "always" or stopping or
+                                 (self.fsync == "batch" and now - last_sync >= self.fsync_interval)):
+                    durable = spool.sync()
+                    self.stats.syncs += 1
+                    last_sync, unsynced = now, False
+                elif self.fsync == "never":
+                    durable = spool.next_seq - 1
+                self._report(spool.next_seq - 1, durable)
+                if stopping:
+                    return
+        except BaseException as exc:  # the agent sees it and stops; nothing is hidden
+            self.error = exc
+            log.exception("spool writer failed")
+            self._report(spool.next_seq - 1, spool.durable_seq)
+
+    def _append_blocking(self, records: list[Record]) -> int:
+        """Append, waiting while the spool is full and on_full = block."""
+        while True:
+            try:
+                return self.spool.append(records)[1]
+            except SpoolFullError as exc:
+                if self._stopping:
+                    raise
+                log.warning("%s; waiting for destinations to acknowledge", exc)
+                t0 = time.monotonic()
+                with self._cond:
+                    self._cond.wait(1.0)
+                self.stats.blocked_s += time.monotonic() - t0

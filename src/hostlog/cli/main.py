@@ -1,0 +1,107 @@
+"""``hostlog``: the command line. Thin: parses arguments, calls the package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hostlog import __version__
+from hostlog.errors import HostlogError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostlog", description="A host log agent for Linux.")
+    parser.add_argument("--version", action="version", version=f"hostlog {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="run the agent in the foreground")
+    agent.add_argument("-c", "--config", metavar="FILE",
+                       help="config file (default: the built-in default)")
+
+    from hostlog.cli import query_cmd
+    query_cmd.add_parser(sub)
+
+    spool = sub.add_parser("spool", help="inspect a spool")
+    spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
+    for name, text in (("verify", "check every frame; exit 1 on damage"),
+                       ("stats", "segments, frames, records, bytes, compression, time range")):
+        p = spool_sub.add_parser(name, help=text)
+        add_spool_location(p)
+
+    config = sub.add_parser("config", help="check a config file")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate FILE and explain every error")
+    check.add_argument("file", metavar="FILE")
+    config_sub.add_parser("default", help="print the built-in default config as TOML")
+    return parser
+
+
+def add_spool_location(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-D", "--directory", metavar="DIR",
+                   help="spool directory (<state_dir>/spool; default: the agent's)")
+    p.add_argument("-c", "--config", metavar="FILE", help="take the spool from this agent config")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="key file (default: the one the spool records, else DIR/../spool.key)")
+
+
+def spool_location(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The spool directory and key file the options name."""
+    from hostlog.config import default_config, load_config
+
+    key = Path(args.key_file) if args.key_file else None
+    if args.directory:
+        return Path(args.directory), key
+    config = load_config(args.config) if args.config else default_config()
+    return config.spool_dir, key or config.spool_key_file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "agent":
+            from hostlog.agent.agent import run_agent
+            return run_agent(args.config)
+        if args.command == "query":
+            from hostlog.cli import query_cmd
+            return query_cmd.run(args)
+        if args.command == "spool":
+            from hostlog.cli import spool_cmd
+            return spool_cmd.run(args)
+        if args.command == "config":
+            return config_command(args)
+        parser.print_help()
+        return 2
+    except HostlogError as exc:
+        print(f"hostlog: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader of our output went away (| head): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def config_command(args: argparse.Namespace) -> int:
+    from hostlog.config import ConfigError, default_config_toml, load_config
+
+    if args.config_command == "default":
+        sys.stdout.write(default_config_toml())
+        return 0
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    names = ", ".join(s.name for s in config.sources) or "none"
+    print(f"{args.file}: OK ({len(config.sources)} sources: {names}; "
+          f"{len(config.apps)} apps; spool {config.spool_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

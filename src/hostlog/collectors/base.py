@@ -1,0 +1,63 @@
+"""The one small interface every collector has.
+
+A collector is built from its config section and a :class:`CollectorContext`,
+and then only ever ``start()``-ed and ``stop()``-ed by the agent. It hands
+batches of records to ``context.sink`` (never one record at a time) and, if its
+source can replay, saves its position with ``context.checkpoints`` from the
+``on_durable`` callback of the batch that reached it — never earlier.
+
+Collectors do not import the spool: the sink and the checkpoint store are
+given to them, so a test can give them a fake of each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from hostlog.record import Record
+
+OnDurable = Callable[[int], None]
+
+
+class Sink(Protocol):
+    """Where batches go (the agent's spool writer)."""
+
+    def has_room(self) -> bool: ...
+    async def wait_room(self) -> None: ...
+    async def write(self, batch: list[Record], on_durable: OnDurable | None = None) -> None: ...
+    def submit(self, batch: list[Record], on_durable: OnDurable | None = None) -> None: ...
+    def write_nowait(self, batch: list[Record], on_durable: OnDurable | None = None) -> bool: ...
+
+
+class CheckpointStore(Protocol):
+    def load(self, name: str) -> Any: ...
+    def save(self, name: str, value: Any) -> None: ...
+
+
+@dataclass
+class CollectorContext:
+    hostname: str
+    sink: Sink
+    checkpoints: CheckpointStore
+    # counters a collector keeps: name -> value (exported as metrics)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def notice(self, app: str, msg: str, *, severity: int = 5, **fields: str) -> Record:
+        """A record the agent itself says (drops, suppressions, restarts)."""
+        return Record(ts=time.time_ns(), msg=msg, host=self.hostname, source="hostlog",
+                      app=app, severity=severity, fields=dict(fields))
+
+
+class Collector(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Begin collecting; returns once listening/reading has started."""
+
+    async def stop(self) -> None:
+        """Stop collecting; everything read so far has been handed to the sink."""

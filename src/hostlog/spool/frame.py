@@ -1,0 +1,236 @@
+"""The spool's on-disk codec: segment header, frame, footer. Pure, no I/O.
+
+Layout (all integers little-endian; docs/format.md has the full description):
+
+    segment = SegmentHeader  Frame*  [Footer]
+    frame   = FrameHeader  AES-256-GCM(key, nonce, LZ4(chunk), aad)
+    aad     = FrameHeader bytes || segment salt || u64 frame offset
+
+The header is authenticated as associated data, and so are the segment's salt
+and the frame's offset in it: a frame copied into another segment, or moved
+within its own, fails authentication. The per-segment key (HKDF over the salt)
+already differs between segments; binding the salt and offset explicitly keeps
+that property even if key derivation changes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+import lz4.block
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hostlog.errors import SpoolFormatError
+
+__all__ = [
+    "FRAME_HEADER_SIZE", "FrameHeader", "FrameHeaderError", "InvalidTag", "SegmentHeader",
+    "open_frame", "seal_frame", "unpack_frame_header", "IndexEntry", "pack_footer", "unpack_footer",
+]
+
+FORMAT_VERSION = 1
+
+# --- segment header -------------------------------------------------------
+SEGMENT_MAGIC = b"HLOGSEG\n"
+# magic, version, incompatible flags, header length, agent id (16 bytes, a UUID),
+# salt (32), key id, key check value (16), first seq, created (ns), CRC32
+_SEGMENT_HEADER = struct.Struct("<8sHHI16s32sI16sQqI")
+SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size
+
+# --- frame header ---------------------------------------------------------
+FRAME_MAGIC = b"HLFR"
+# magic, version, flags, header length, key id, first seq, record count,
+# ts min, ts max, severity mask, app filter, chunk length, payload length,
+# nonce (12), CRC32 of all the preceding bytes
+_FRAME_HEADER = struct.Struct("<4sBBHIQIqqBQII12sI")
+FRAME_HEADER_SIZE = _FRAME_HEADER.size
+NONCE_SIZE = 12
+TAG_SIZE = 16
+#: A frame's payload is never larger: a length beyond it is damage, not data.
+MAX_PAYLOAD = 256 * 1024 * 1024
+
+# --- footer (sealed segments) ---------------------------------------------
+FOOTER_MAGIC = b"HLFOOTER"
+# index length, frame count, sealed (ns), CRC32 of index bytes + these fields, magic
+_FOOTER_TRAILER = struct.Struct("<IIqI8s")
+FOOTER_TRAILER_SIZE = _FOOTER_TRAILER.size
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    agent_id: bytes
+    salt: bytes
+    key_id: int
+    key_check: bytes
+    first_seq: int
+    created_ns: int
+    version: int = FORMAT_VERSION
+
+    def pack(self) -> bytes:
+        body = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, self.version, 0, SEGMENT_HEADER_SIZE,
+                                    self.agent_id, self.salt, self.key_id, self.key_check,
+                                    self.first_seq, self.created_ns, 0)
+        return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SegmentHeader:
+        if len(data) < SEGMENT_HEADER_SIZE:
+            raise SpoolFormatError(f"segment header is {len(data)} bytes, want {SEGMENT_HEADER_SIZE}")
+        (magic, version, incompat, size, agent_id, salt, key_id, check, first_seq,
+         created, crc) = _SEGMENT_HEADER.unpack_from(data)
+        if magic != SEGMENT_MAGIC:
+            raise SpoolFormatError("not a hostlog segment (bad magic)")
+        if zlib.crc32(data[:SEGMENT_HEADER_SIZE - 4]) != crc:
+            raise SpoolFormatError("segment header CRC mismatch")
+        if version != FORMAT_VERSION or incompat != 0:
+            raise SpoolFormatError(f"segment format version {version} (flags {incompat:#x}) "
+                                   f"is not supported by this hostlog (version {FORMAT_VERSION})")
+        if size != SEGMENT_HEADER_SIZE:
+            raise SpoolFormatError(f"segment header length {size} is not supported")
+        return cls(agent_id, salt, key_id, check, first_seq, created, version)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    key_id: int
+    first_seq: int
+    count: int
+    ts_min: int
+    ts_max: int
+    severity_mask: int
+    app_bloom: int
+    chunk_len: int
+    payload_len: int
+    nonce: bytes
+    flags: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole frame takes on disk."""
+        return FRAME_HEADER_SIZE + self.payload_len
+
+    def pack(self) -> bytes:
+        body = _FRAME_HEADER.pack(FRAME_MAGIC, FORMAT_VERSION, self.flags, FRAME_HEADER_SIZE,
+                                  self.key_id, self.first_seq, self.count, self.ts_min,
+                                  self.ts_max, self.severity_mask, self.app_bloom,
+                                  self.chunk_len, self.payload_len, self.nonce, 0)
+        return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
+
+
+class FrameHeaderError(ValueError):
+    """The bytes at this offset are not an intact frame header."""
+
+
+def unpack_frame_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
+    if len(data) - offset < FRAME_HEADER_SIZE:
+        raise FrameHeaderError("short frame header")
+    (magic, version, flags, size, key_id, first_seq, count, ts_min, ts_max, sev, bloom,
+     chunk_len, payload_len, nonce, crc) = _FRAME_HEADER.unpack_from(data, offset)
+    if magic != FRAME_MAGIC:
+        raise FrameHeaderError("bad frame magic")
+    if zlib.crc32(data[offset:offset + FRAME_HEADER_SIZE - 4]) != crc:
+        raise FrameHeaderError("frame header CRC mismatch")
+    if version != FORMAT_VERSION or size != FRAME_HEADER_SIZE:
+        raise FrameHeaderError(f"frame version {version} / header length {size} not supported")
+    if count == 0 or not TAG_SIZE <= payload_len <= MAX_PAYLOAD:
+        raise FrameHeaderError(f"implausible frame (count {count}, payload {payload_len})")
+    return FrameHeader(key_id, first_seq, count, ts_min, ts_max, sev, bloom, chunk_len,
+                       payload_len, nonce, flags)
+
+
+def _aad(header_bytes: bytes, salt: bytes, offset: int) -> bytes:
+    return header_bytes + salt + struct.pack("<Q", offset)
+
+
+def seal_frame(chunk: bytes, *, key: bytes, key_id: int, salt: bytes, offset: int,
+               first_seq: int, count: int, ts_min: int, ts_max: int, severity_mask: int,
+               app_bloom: int, aead: AESGCM | None = None) -> bytes:
+    """Compress and encrypt one chunk into a complete frame for ``offset``."""
+    compressed = lz4.block.compress(chunk, store_size=False)
+    header = FrameHeader(key_id=key_id, first_seq=first_seq, count=count, ts_min=ts_min,
+                         ts_max=ts_max, severity_mask=severity_mask, app_bloom=app_bloom,
+                         chunk_len=len(chunk), payload_len=len(compressed) + TAG_SIZE,
+                         nonce=os.urandom(NONCE_SIZE))  # random, never a counter
+    header_bytes = header.pack()
+    aead = aead or AESGCM(key)
+    payload = aead.encrypt(header.nonce, compressed, _aad(header_bytes, salt, offset))
+    return header_bytes + payload
+
+
+def open_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key: bytes,
+               salt: bytes, offset: int, aead: AESGCM | None = None) -> bytes:
+    """Authenticate, decrypt and decompress a frame's payload into its chunk.
+
+    Raises :class:`InvalidTag` when the payload, its header, or its place does
+    not authenticate, and ``lz4.block.LZ4BlockError`` when it does not inflate.
+    """
+    aead = aead or AESGCM(key)
+    compressed = aead.decrypt(header.nonce, payload, _aad(header_bytes, salt, offset))
+    return lz4.block.decompress(compressed, uncompressed_size=header.chunk_len)
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the footer keeps of one frame, so readers skip frames unread."""
+
+    offset: int
+    first_seq: int
+    count: int
+    ts_min: int
+    ts_max: int
+    severity_mask: int
+    app_bloom: int
+    size: int  # the whole frame on disk
+    chunk_len: int  # the chunk before compression and encryption
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+    @classmethod
+    def of(cls, offset: int, h: FrameHeader) -> IndexEntry:
+        return cls(offset, h.first_seq, h.count, h.ts_min, h.ts_max, h.severity_mask,
+                   h.app_bloom, h.size, h.chunk_len)
+
+
+def pack_footer(entries: list[IndexEntry], sealed_ns: int) -> bytes:
+    index = msgpack.packb([[e.offset, e.first_seq, e.count, e.ts_min, e.ts_max,
+                            e.severity_mask, e.app_bloom, e.size, e.chunk_len] for e in entries])
+    fields = struct.pack("<IIq", len(index), len(entries), sealed_ns)
+    crc = zlib.crc32(index + fields)
+    return index + _FOOTER_TRAILER.pack(len(index), len(entries), sealed_ns, crc, FOOTER_MAGIC)
+
+
+def unpack_footer(tail: bytes) -> tuple[list[IndexEntry], int, int] | None:
+    """Parse a footer from the last bytes of a segment.
+
+    Returns (entries, sealed_ns, footer_size), or None if the segment has no
+    intact footer (it is the active one, or its sealing was cut short).
+    """
+    if len(tail) < FOOTER_TRAILER_SIZE:
+        return None
+    index_len, n, sealed_ns, crc, magic = _FOOTER_TRAILER.unpack_from(tail, len(tail) - FOOTER_TRAILER_SIZE)
+    if magic != FOOTER_MAGIC or index_len + FOOTER_TRAILER_SIZE > len(tail):
+        return None
+    start = len(tail) - FOOTER_TRAILER_SIZE - index_len
+    index = tail[start:start + index_len]
+    if zlib.crc32(index + struct.pack("<IIq", index_len, n, sealed_ns)) != crc:
+        return None
+    try:
+        rows = msgpack.unpackb(index)
+        entries = [IndexEntry(*row) for row in rows]
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if len(entries) != n:
+        return None
+    return entries, sealed_ns, index_len + FOOTER_TRAILER_SIZE

@@ -1,0 +1,330 @@
+"""One segment file: writing frames to it, and reading or scanning it back.
+
+A segment is append-only. The writer only ever appends whole frames (one
+``write`` each) and, when the segment is full, a footer that indexes them;
+then it is *sealed* and never changes again. A reader may open any segment at
+any time, including the active one while it grows: a frame that is not yet
+complete at the end of the file is simply not there yet.
+
+Damage is a value (:class:`Damage`), never an exception: scanning reports the
+frames that fail and goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hostlog.errors import SpoolFormatError, WrongKeyError
+from hostlog.record import ChunkError, Record, decode_chunk
+from hostlog.spool import frame as F
+from hostlog.spool.keys import Keyring, SegmentKeys, derive_segment_keys
+from hostlog.spool.state import fsync_dir
+
+SEGMENT_SUFFIX = ".seg"
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def segment_first_seq(path: Path) -> int | None:
+    stem = path.name.removesuffix(SEGMENT_SUFFIX)
+    return int(stem) if path.name.endswith(SEGMENT_SUFFIX) and stem.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A frame (or the bytes where one should be) that could not be read."""
+
+    segment: str
+    offset: int
+    reason: str
+    first_seq: int | None = None
+    count: int | None = None
+
+    def __str__(self) -> str:
+        seqs = ""
+        if self.first_seq is not None:
+            seqs = f" (records {self.first_seq}..{self.first_seq + (self.count or 1) - 1})"
+        return f"{self.segment} @ {self.offset}{seqs}: {self.reason}"
+
+
+@dataclass(slots=True)
+class SegmentIndex:
+    """What a reader knows of a segment without decrypting it."""
+
+    entries: list[F.IndexEntry]
+    sealed: bool
+    end: int  # offset just past the last intact frame
+    damage: list[Damage] = field(default_factory=list)
+    sealed_ns: int | None = None
+
+
+class SegmentReader:
+    """Read access to one segment; cheap to open, reads only what is asked."""
+
+    def __init__(self, path: Path, keyring: Keyring) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        try:
+            self.header = F.SegmentHeader.unpack(os.pread(self.fd, F.SEGMENT_HEADER_SIZE, 0))
+            master = keyring.get(self.header.key_id)
+            self.keys: SegmentKeys = derive_segment_keys(master, self.header.salt)
+            if self.keys.check != self.header.key_check:
+                where = f" in {keyring.path}" if keyring.path else ""
+                raise WrongKeyError(
+                    f"key id {self.header.key_id}{where} is not the key segment {path.name} "
+                    f"was written with (wrong key file, or a different key with the same id)")
+        except SpoolFormatError as exc:
+            os.close(self.fd)
+            raise SpoolFormatError(f"{path}: {exc}") from None
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.aead = AESGCM(self.keys.data_key)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    # -- index ---------------------------------------------------------------
+    def index(self, *, verify: bool = False) -> SegmentIndex:
+        """The frames of this segment: from its footer when sealed, else by
+        walking the frame headers (and, with ``verify``, authenticating each)."""
+        size = self.size()
+        if not verify:
+            footer = self._read_footer(size)
+            if footer is not None:
+                entries, sealed_ns, footer_size = footer
+                return SegmentIndex(entries, True, size - footer_size, sealed_ns=sealed_ns)
+        return self.scan(size, verify=verify)
+
+    def _read_footer(self, size: int) -> tuple[list[F.IndexEntry], int, int] | None:
+        if size < F.SEGMENT_HEADER_SIZE + F.FOOTER_TRAILER_SIZE:
+            return None
+        trailer = os.pread(self.fd, F.FOOTER_TRAILER_SIZE, size - F.FOOTER_TRAILER_SIZE)
+        if not trailer.endswith(F.FOOTER_MAGIC):
+            return None
+        index_len = int.from_bytes(trailer[:4], "little")
+        want = index_len + F.FOOTER_TRAILER_SIZE
+        if want > size - F.SEGMENT_HEADER_SIZE:
+            return None
+        return F.unpack_footer(os.pread(self.fd, want, size - want))
+
+    def scan(self, size: int | None = None, *, verify: bool = True) -> SegmentIndex:
+        """Walk the frames from the start.
+
+        Stops at the first place that holds no intact frame header or whose
+        frame runs past the end of the file: in the active segment that is the
+        torn tail (or a frame still being written). A frame whose header is
+        intact but whose payload does not authenticate is reported; if an
+        intact frame follows it, the walk goes on past it, since a torn write
+        can only ever be the last frame.
+        """
+        size = self.size() if size is None else size
+        entries: list[F.IndexEntry] = []
+        damage: list[Damage] = []
+        footer = self._read_footer(size)
+        footer_start = size - footer[2] if footer else None
+        off = F.SEGMENT_HEADER_SIZE
+        while off < size and off != footer_start:
+            header_bytes = os.pread(self.fd, F.FRAME_HEADER_SIZE, off)
+            try:
+                h = F.unpack_frame_header(header_bytes)
+            except F.FrameHeaderError as exc:
+                if len(header_bytes) < F.FRAME_HEADER_SIZE:
+                    break  # a header cut short by the end of the file: torn tail
+                nxt = self._find_next_frame(off + 1, footer_start or size)
+                skipped = (nxt or size) - off
+                damage.append(Damage(self.path.name, off, f"no intact frame here ({exc}); "
+                                     f"{skipped} bytes skipped"))
+                if nxt is None:
+                    break
+                off = nxt
+                continue
+            if off + h.size > size:
+                break  # incomplete last frame: torn tail, or still being written
+            if verify:
+                problem = self._authenticate(h, header_bytes, off)
+                if problem is not None:
+                    damage.append(Damage(self.path.name, off, problem, h.first_seq, h.count))
+                    if not self._intact_header_at(off + h.size, size):
+                        break
+                    off += h.size
+                    continue
+            entries.append(F.IndexEntry.of(off, h))
+            off += h.size
+        end = entries[-1].offset + entries[-1].size if entries else F.SEGMENT_HEADER_SIZE
+        sealed = footer is not None and off == footer_start
+        return SegmentIndex(entries, sealed, end, damage, footer[1] if sealed else None)
+
+    def _find_next_frame(self, start: int, stop: int) -> int | None:
+        """The offset of the next intact frame after damage, to resynchronise."""
+        data = os.pread(self.fd, stop - start, start)
+        i = data.find(F.FRAME_MAGIC)
+        while i >= 0:
+            try:
+                h = F.unpack_frame_header(data, i)
+                if start + i + h.size <= stop:
+                    return start + i
+            except F.FrameHeaderError:
+                pass
+            i = data.find(F.FRAME_MAGIC, i + 1)
+        return None
+
+    def _intact_header_at(self, off: int, size: int) -> bool:
+        if off >= size:
+            return False
+        try:
+            h = F.unpack_frame_header(os.pread(self.fd, F.FRAME_HEADER_SIZE, off))
+        except F.FrameHeaderError:
+            return False
+        return off + h.size <= size
+
+    def _authenticate(self, h: F.FrameHeader, header_bytes: bytes, off: int) -> str | None:
+        payload = os.pread(self.fd, h.payload_len, off + F.FRAME_HEADER_SIZE)
+        try:
+            F.open_frame(h, header_bytes, payload, key=self.keys.data_key,
+                         salt=self.header.salt, offset=off, aead=self.aead)
+        except InvalidTag:
+            return "authentication failed (damaged or moved frame)"
+        except Exception as exc:  # lz4 errors: the tag held but the data is not ours
+            return f"payload does not decompress: {exc}"
+        return None
+
+    # -- frames --------------------------------------------------------------
+    def read_frame(self, entry: F.IndexEntry) -> list[Record] | Damage:
+        """Decrypt and decode one frame; damage comes back as a value."""
+        data = os.pread(self.fd, entry.size, entry.offset)
+        if len(data) < entry.size:
+            return Damage(self.path.name, entry.offset, "frame is cut short",
+                          entry.first_seq, entry.count)
+        header_bytes = data[:F.FRAME_HEADER_SIZE]
+        try:
+            h = F.unpack_frame_header(header_bytes)
+            if h.first_seq != entry.first_seq or h.size != entry.size:
+                raise F.FrameHeaderError("frame header does not match the index")
+            chunk = F.open_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
+                                 key=self.keys.data_key, salt=self.header.salt,
+                                 offset=entry.offset, aead=self.aead)
+            records = decode_chunk(chunk)
+        except F.FrameHeaderError as exc:
+            return Damage(self.path.name, entry.offset, str(exc), entry.first_seq, entry.count)
+        except InvalidTag:
+            return Damage(self.path.name, entry.offset,
+                          "authentication failed (damaged or moved frame)",
+                          entry.first_seq, entry.count)
+        except ChunkError as exc:
+            return Damage(self.path.name, entry.offset, str(exc), entry.first_seq, entry.count)
+        except Exception as exc:  # lz4.block.LZ4BlockError
+            return Damage(self.path.name, entry.offset, f"payload does not decompress: {exc}",
+                          entry.first_seq, entry.count)
+        if len(records) != entry.count:
+            return Damage(self.path.name, entry.offset,
+                          f"frame holds {len(records)} records, header says {entry.count}",
+                          entry.first_seq, entry.count)
+        return records
+
+    def frames(self, entries: list[F.IndexEntry]) -> Iterator[tuple[F.IndexEntry, list[Record] | Damage]]:
+        for entry in entries:
+            yield entry, self.read_frame(entry)
+
+
+class SegmentWriter:
+    """Appends frames to the active segment and seals it."""
+
+    def __init__(self, path: Path, fd: int, header: F.SegmentHeader, keys: SegmentKeys,
+                 entries: list[F.IndexEntry], end: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.header = header
+        self.keys = keys
+        self.entries = entries
+        self.end = end  # where the next frame goes
+        self.aead = AESGCM(keys.data_key)
+        self.next_seq = entries[-1].first_seq + entries[-1].count if entries else header.first_seq
+
+    @classmethod
+    def create(cls, directory: Path, *, agent_id: bytes, keyring: Keyring,
+               first_seq: int) -> SegmentWriter:
+        """Create the next segment: O_EXCL, header, fsync it and the directory."""
+        salt = os.urandom(32)
+        keys = derive_segment_keys(keyring.current, salt)
+        header = F.SegmentHeader(agent_id=agent_id, salt=salt, key_id=keyring.current_id,
+                                 key_check=keys.check, first_seq=first_seq,
+                                 created_ns=time.time_ns())
+        path = directory / segment_name(first_seq)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, header.pack())
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        fsync_dir(directory)
+        return cls(path, fd, header, keys, [], F.SEGMENT_HEADER_SIZE)
+
+    @classmethod
+    def reopen(cls, reader: SegmentReader, index: SegmentIndex) -> SegmentWriter:
+        """Continue an unsealed segment after recovery, cutting its torn tail."""
+        fd = os.open(reader.path, os.O_RDWR)
+        if os.fstat(fd).st_size != index.end:
+            os.ftruncate(fd, index.end)
+            os.fsync(fd)
+        return cls(reader.path, fd, reader.header, reader.keys, list(index.entries), index.end)
+
+    @property
+    def size(self) -> int:
+        return self.end
+
+    def append(self, chunk: bytes, *, first_seq: int, count: int, ts_min: int, ts_max: int,
+               severity_mask: int, app_bloom: int) -> F.IndexEntry:
+        data = F.seal_frame(chunk, key=self.keys.data_key, key_id=self.header.key_id,
+                            salt=self.header.salt, offset=self.end, first_seq=first_seq,
+                            count=count, ts_min=ts_min, ts_max=ts_max,
+                            severity_mask=severity_mask, app_bloom=app_bloom, aead=self.aead)
+        # One pwrite per frame: a reader sees the frame whole or (at the tail) cut short.
+        view = memoryview(data)
+        off = self.end
+        while view:
+            n = os.pwrite(self.fd, view, off)
+            view, off = view[n:], off + n
+        entry = F.IndexEntry(self.end, first_seq, count, ts_min, ts_max, severity_mask,
+                             app_bloom, len(data), len(chunk))
+        self.entries.append(entry)
+        self.end += len(data)
+        self.next_seq = first_seq + count
+        return entry
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def seal(self) -> None:
+        """Write the footer and fsync; the segment never changes after this."""
+        footer = F.pack_footer(self.entries, time.time_ns())
+        os.pwrite(self.fd, footer, self.end)
+        self.end += len(footer)
+        os.fsync(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,302 @@
+"""The spool: the one hand-off between collectors and everything that reads.
+
+    <spool>/
+      LOCK                       flock, held by the one writer (its pid inside)
+      spool.json                 agent id, key file, format version (atomic replace)
+      segments/<first-seq>.seg   append-only; the newest is the active one
+      state/checkpoints/*.json   collectors' replay positions (atomic replace)
+      state/cursors/*.json       per destination: last seq acknowledged
+
+Records are *accepted* once :meth:`Spool.append` returns (written to the file)
+and *durable* once :meth:`Spool.sync` has returned after it. Sequence numbers
+are the spool's own (1, 2, 3, ... never reused); a record that arrives without
+an origin gets this agent's id and its spool seq as its identity.
+
+Not thread-safe: one thread owns a Spool (the agent's writer thread).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from hostlog.errors import SpoolError, SpoolFullError, SpoolLockedError
+from hostlog.record import Record, encode_chunk
+from hostlog.spool import frame as F
+from hostlog.spool.keys import Keyring, app_bloom_bits
+from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
+from hostlog.spool.state import fsync_dir, read_json, write_json
+
+SPOOL_FORMAT = 1
+
+
+@dataclass(slots=True)
+class SegmentInfo:
+    path: Path
+    first_seq: int
+    next_seq: int  # one past its last record
+    size: int
+    sealed_ns: int | None  # None while active
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    segments: int = 0
+    frames: int = 0
+    next_seq: int = 1
+    truncated_bytes: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"spool recovered: {self.segments} segments, {self.frames} frames in the "
+               f"active segment, next seq {self.next_seq}"]
+        if self.truncated_bytes:
+            out.append(f"cut a torn tail of {self.truncated_bytes} bytes from the active segment")
+        out.extend(f"damaged: {d}" for d in self.damage)
+        return out
+
+
+def spool_meta(directory: Path) -> dict | None:
+    return read_json(directory / "spool.json")
+
+
+class Spool:
+    def __init__(self, directory: Path, keyring: Keyring, *, segment_bytes: int = 64 << 20,
+                 max_bytes: int = 10 << 30, max_age: float = 30 * 86400,
+                 on_full: str = "block", key_file: Path | None = None) -> None:
+        self.directory = Path(directory)
+        self.segments_dir = self.directory / "segments"
+        self.keyring = keyring
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.on_full = on_full
+        self.key_file = key_file or keyring.path
+        # An active segment older than this is sealed, so age-based retention
+        # can free it even on a quiet machine.
+        self.segment_age = max(60.0, min(max_age / 4, 86400.0))
+        self.lock_fd = -1
+        self.agent_id = ""
+        self.active: SegmentWriter | None = None
+        self.segments: list[SegmentInfo] = []
+        self.durable_seq = 0
+        self.dropped_records = 0  # removed by retention before every destination had them
+        self.dropped_segments = 0
+        self.recovery = RecoveryReport()
+
+    # -- open / close ----------------------------------------------------------
+    @classmethod
+    def open(cls, directory: Path, keyring: Keyring, **options: object) -> Spool:
+        spool = cls(directory, keyring, **options)  # type: ignore[arg-type]
+        spool._open()
+        return spool
+
+    def _open(self) -> None:
+        for d in (self.directory, self.segments_dir, self.directory / "state" / "checkpoints",
+                  self.directory / "state" / "cursors"):
+            d.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._lock()
+        meta = spool_meta(self.directory)
+        if meta is None:
+            meta = {"format": SPOOL_FORMAT, "agent_id": uuid.uuid4().hex}
+        if meta.get("format") != SPOOL_FORMAT:
+            raise SpoolError(f"{self.directory}: spool format {meta.get('format')} is not supported")
+        meta["key_file"] = str(self.key_file) if self.key_file else None
+        if meta != spool_meta(self.directory):
+            write_json(self.directory / "spool.json", meta)
+        self.agent_id = meta["agent_id"]
+        self._recover()
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SpoolLockedError(
+                f"spool {self.directory} is in use by another writer (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.lock_fd = fd
+
+    def _recover(self) -> None:
+        """Index every segment; continue the newest unsealed one after cutting
+        its torn tail; report (never die on) damage in sealed ones."""
+        report = self.recovery
+        paths = sorted((p for p in self.segments_dir.iterdir()
+                        if segment_first_seq(p) is not None), key=segment_first_seq)
+        for i, path in enumerate(paths):
+            last = i == len(paths) - 1
+            try:
+                reader = SegmentReader(path, self.keyring)
+            except SpoolError as exc:
+                if last and path.stat().st_size < F.SEGMENT_HEADER_SIZE:
+                    # created but its header never reached the disk: nothing in it
+                    path.unlink()
+                    fsync_dir(self.segments_dir)
+                    continue
+                if "key" in str(exc).lower():
+                    raise
+                report.damage.append(Damage(path.name, 0, str(exc)))
+                continue
+            with reader:
+                index = reader.index(verify=last)
+                report.segments += 1
+                first = reader.header.first_seq
+                nxt = index.entries[-1].first_seq + index.entries[-1].count if index.entries else first
+                if last and not index.sealed:
+                    size = reader.size()
+                    report.truncated_bytes = size - index.end
+                    report.frames = len(index.entries)
+                    report.damage.extend(index.damage)
+                    self.active = SegmentWriter.reopen(reader, index)
+                    self.segments.append(SegmentInfo(path, first, nxt, index.end, None))
+                else:
+                    if not index.sealed:
+                        report.damage.append(Damage(path.name, index.end,
+                                                    "segment has no footer (sealing was cut short)"))
+                        index = reader.scan(verify=True)
+                        report.damage.extend(index.damage)
+                        nxt = (index.entries[-1].first_seq + index.entries[-1].count
+                               if index.entries else first)
+                    self.segments.append(SegmentInfo(path, first, nxt, reader.size(),
+                                                     index.sealed_ns or time.time_ns()))
+        next_seq = self.segments[-1].next_seq if self.segments else 1
+        if self.active is None:
+            self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
+                                               keyring=self.keyring, first_seq=next_seq)
+            self.segments.append(SegmentInfo(self.active.path, next_seq, next_seq,
+                                             self.active.size, None))
+        self.durable_seq = self.next_seq - 1
+        report.next_seq = self.next_seq
+
+    def _agent_id_bytes(self) -> bytes:
+        return uuid.UUID(self.agent_id).bytes
+
+    def close(self) -> None:
+        """Sync and release; the active segment stays unsealed and is continued
+        by the next writer."""
+        if self.active is not None:
+            self.active.sync()
+            self.durable_seq = self.next_seq - 1
+            self.active.close()
+            self.active = None
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    # -- writing ---------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        assert self.active is not None, "spool is closed"
+        return self.active.next_seq
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def append(self, records: Sequence[Record]) -> tuple[int, int]:
+        """Write records as one frame; returns their (first, last) spool seq."""
+        if not records:
+            return self.next_seq, self.next_seq - 1
+        active = self.active
+        assert active is not None, "spool is closed"
+        if self.total_bytes > self.max_bytes:
+            self.enforce_retention()
+            if self.total_bytes > self.max_bytes:
+                raise SpoolFullError(f"spool {self.directory} is full ({self.total_bytes} bytes, "
+                                     f"max_bytes {self.max_bytes}) and unacknowledged data "
+                                     f"must be kept (on_full = block)")
+        first = active.next_seq
+        origin = self.agent_id
+        seq = first
+        for r in records:
+            if not r.origin:
+                r.origin = origin
+                r.seq = seq
+            seq += 1
+        ts = [r.ts for r in records]
+        severity_mask = 0
+        for s in {r.severity for r in records}:
+            severity_mask |= 1 << (s & 7)
+        # The frame's app filter covers apps and systemd units, the two things
+        # `hostlog query -u` matches.
+        names = {r.app for r in records}
+        names.update(r.fields.get("_SYSTEMD_UNIT") for r in records if r.fields)
+        bloom = 0
+        for name in names:
+            if isinstance(name, str):
+                bloom |= app_bloom_bits(active.keys.bloom_key, name)
+        active.append(encode_chunk(records), first_seq=first, count=len(records),
+                      ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
+                      app_bloom=bloom)
+        info = self.segments[-1]
+        info.next_seq, info.size = active.next_seq, active.size
+        if active.size >= self.segment_bytes or (
+                time.time_ns() - active.header.created_ns > self.segment_age * 1e9):
+            self.rotate()
+        return first, seq - 1
+
+    def sync(self) -> int:
+        """Make everything accepted durable; returns the durable seq."""
+        assert self.active is not None, "spool is closed"
+        self.active.sync()
+        self.durable_seq = self.active.next_seq - 1
+        return self.durable_seq
+
+    def rotate(self) -> None:
+        """Seal the active segment (footer, fsync) and start the next one."""
+        active = self.active
+        assert active is not None, "spool is closed"
+        if not active.entries:
+            return
+        active.seal()
+        info = self.segments[-1]
+        info.size, info.sealed_ns = active.end, time.time_ns()
+        self.durable_seq = active.next_seq - 1
+        self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
+                                           keyring=self.keyring, first_seq=active.next_seq)
+        self.segments.append(SegmentInfo(self.active.path, active.next_seq, active.next_seq,
+                                         self.active.size, None))
+        self.enforce_retention()
+
+    # -- retention -------------------------------------------------------------
+    def acked_seq(self) -> int | None:
+        """The lowest seq every destination has acknowledged (None: no destinations)."""
+        cursors = self.directory / "state" / "cursors"
+        acked = [read_json(p, {}).get("acked_seq", 0) for p in cursors.glob("*.json")]
+        return min(acked) if acked else None
+
+    def enforce_retention(self, now_ns: int | None = None) -> list[Path]:
+        """Delete the oldest sealed segments while over max_bytes or older than
+        max_age. Segments a destination still needs stay, unless on_full is
+        drop_oldest; every record dropped that way is counted."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        acked = self.acked_seq()
+        removed = []
+        total = self.total_bytes
+        while len(self.segments) > 1:
+            oldest = self.segments[0]
+            too_big = total > self.max_bytes
+            too_old = oldest.sealed_ns is not None and now_ns - oldest.sealed_ns > self.max_age * 1e9
+            if not (too_big or too_old):
+                break
+            unacked = acked is not None and acked < oldest.next_seq - 1
+            if unacked:
+                if self.on_full != "drop_oldest":
+                    break
+                self.dropped_records += oldest.next_seq - max(oldest.first_seq, acked + 1)
+            oldest.path.unlink(missing_ok=True)
+            self.segments.pop(0)
+            self.dropped_segments += unacked
+            total -= oldest.size
+            removed.append(oldest.path)
+        if removed:
+            fsync_dir(self.segments_dir)
+        return removed

@@ -1,0 +1,79 @@
+"""The columnar chunk codec round-trips any records."""
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostlog.record import CHUNK_VERSION, ChunkError, Record, decode_chunk, encode_chunk
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+names = st.text(max_size=20)
+values = st.one_of(st.text(max_size=50), st.binary(max_size=50))
+
+records = st.builds(
+    Record,
+    ts=st.integers(min_value=0, max_value=2**62),
+    msg=st.one_of(st.text(max_size=300), st.binary(max_size=300)),
+    host=st.sampled_from(["", "web-1", "db", "h\u00e9te"]) | names,
+    source=st.sampled_from(["syslog", "journald", "file", "process"]),
+    app=names,
+    pid=st.none() | st.integers(min_value=0, max_value=2**32),
+    severity=st.integers(min_value=0, max_value=7),
+    facility=st.none() | st.integers(min_value=0, max_value=23),
+    fields=st.dictionaries(names, values, max_size=5),
+    origin=st.sampled_from(["", "a" * 32, "b" * 32]),
+    seq=st.integers(min_value=0, max_value=2**62),
+)
+
+
+@given(st.lists(records, max_size=60))
+@settings(max_examples=300)
+def test_any_records_round_trip(batch):
+    assert decode_chunk(encode_chunk(batch)) == batch
+
+
+def test_non_utf8_message_stays_bytes():
+    r = Record(ts=1, msg=b"caf\xe9 \xff\x00", fields={"raw": b"\x80"})
+    (back,) = decode_chunk(encode_chunk([r]))
+    assert back.msg == b"caf\xe9 \xff\x00" and isinstance(back.msg, bytes)
+    assert back.fields == {"raw": b"\x80"}
+
+
+def test_one_huge_message():
+    r = Record(ts=5, msg="x" * (8 << 20), app="big")
+    assert decode_chunk(encode_chunk([r])) == [r]
+
+
+def test_hundred_thousand_records():
+    batch = [Record(ts=1_700_000_000_000_000_000 + i * 1000, msg=f"line {i}", host="h",
+                    app=f"app{i % 7}", pid=i % 300, severity=i % 8, seq=i + 1)
+             for i in range(100_000)]
+    data = encode_chunk(batch)
+    assert decode_chunk(data) == batch
+    # the dictionary holds each host/app/source/origin once, not per record
+    columns = msgpack.unpackb(data)
+    assert sorted(columns[2]) == sorted({"h", "", *{f"app{i}" for i in range(7)}})
+
+
+def test_empty_chunk():
+    assert decode_chunk(encode_chunk([])) == []
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"\xc1", "not valid msgpack"),
+    (msgpack.packb({"a": 1}), "not a column array"),
+    (msgpack.packb([CHUNK_VERSION + 1, 0]), "version"),
+    (msgpack.packb([CHUNK_VERSION, 2] + [[]] * 14), "differ in length"),
+])
+def test_bad_chunks_are_chunk_errors(data, problem):
+    with pytest.raises(ChunkError, match=problem):
+        decode_chunk(data)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_chunk_error(data):
+    try:
+        decode_chunk(data)
+    except ChunkError:
+        pass
