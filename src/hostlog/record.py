@@ -53,7 +53,8 @@ class Record:
     pid: int | None = None
     severity: int = 6  # info
     facility: int | None = None
-    fields: dict[str, str | bytes] = field(default_factory=dict)
+    # a field with several values (journald allows it) holds a list of them
+    fields: dict[str, str | bytes | list[str | bytes]] = field(default_factory=dict)
     origin: str = ""
     seq: int = 0
 

@@ -46,7 +46,7 @@ def agent(tmp_path):
 
 
 def test_logger_lines_over_tcp_and_udp_are_queryable(agent):
-    logger("--tcp", "--server", "127.0.0.1", "--port", str(agent.port), "-t", "webapp",
+    logger("--tcp", "-i", "--server", "127.0.0.1", "--port", str(agent.port), "-t", "webapp",
            "-p", "user.warning", "hello over tcp")
     logger("--udp", "--server", "127.0.0.1", "--port", str(agent.port), "-t", "dbapp",
            "-p", "local3.err", "hello over udp")

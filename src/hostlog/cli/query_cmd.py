@@ -9,8 +9,7 @@ import time
 
 from hostlog.cli.main import add_spool_location, spool_location
 
-OUTPUT_MODES = ("short", "short-iso", "short-precise", "short-unix", "json", "json-pretty",
-                "json-seq", "cat", "verbose", "export")
+from hostlog.query.output import MODES as OUTPUT_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,8 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-r", "--reverse", action="store_true", help="newest first")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     p.add_argument("-o", "--output", default="short", choices=OUTPUT_MODES, metavar="MODE",
-                   help="short, short-iso, short-precise, short-unix, json, json-pretty, "
-                        "json-seq, cat, verbose, export")
+                   help=", ".join(OUTPUT_MODES))
     p.add_argument("--output-fields", metavar="LIST", help="fields to show (json, verbose, export)")
     p.add_argument("--utc", action="store_true", help="times in UTC")
     p.add_argument("--all", "-a", dest="all_fields", action="store_true",
@@ -49,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def build_query(args: argparse.Namespace):  # -> Query
     from hostlog.query.filters import Query, compile_grep, parse_matches
-    from hostlog.query.priority import parse_priority
+    from hostlog.query.priority import parse_priority, selects_all
     from hostlog.query.timespec import parse_timestamp
 
     now = time.time_ns()
@@ -57,13 +55,14 @@ def build_query(args: argparse.Namespace):  # -> Query
                   sources=args.source, matches=parse_matches(args.matches))
     if args.priority is not None:
         allowed = parse_priority(args.priority)
-        query.priorities = None if len(allowed) == 8 else frozenset(allowed)
+        # all eight levels: journalctl adds no match, so records without a priority show too
+        query.priorities = None if selects_all(allowed) else allowed
     if args.since:
         query.since_ns = parse_timestamp(args.since, now_ns=now, utc=args.utc)
     if args.until:
         query.until_ns = parse_timestamp(args.until, now_ns=now, utc=args.utc)
     if query.since_ns is not None and query.until_ns is not None and query.since_ns > query.until_ns:
-        raise ValueError("--since= must be before --until=")
+        raise ValueError("--since= must be before --until=.")
     if args.grep:
         query.grep = compile_grep(args.grep)
     return query

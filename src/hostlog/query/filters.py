@@ -12,6 +12,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from hostlog.query.journal_fields import field_values
+from hostlog.query.priority import priority_matches
 from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.keys import app_bloom_bits
@@ -41,7 +43,7 @@ class Query:
     grep: re.Pattern[str] | None = None
     # FIELD=VALUE matches: OR of groups (journalctl "+"), AND between fields of
     # a group, OR between values of one field
-    matches: list[dict[str, set[str]]] = field(default_factory=list)
+    matches: list[dict[str, set[bytes]]] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
@@ -80,9 +82,9 @@ class Query:
             return False
         if self.until_ns is not None and r.ts > self.until_ns:
             return False
-        if self.priorities is not None and r.severity not in self.priorities:
+        if self.priorities is not None and not priority_matches(self.priorities, r):
             return False
-        if (self.units or self.identifiers) and not (self._unit_ok(r) or r.app in self.identifiers):
+        if (self.units or self.identifiers) and not (self._unit_ok(r) or self._identifier_ok(r)):
             return False
         if self.hosts and r.host not in self.hosts:
             return False
@@ -104,26 +106,21 @@ class Query:
                     return True
         return False
 
+    def _identifier_ok(self, r: Record) -> bool:
+        # journalctl -t matches SYSLOG_IDENTIFIER only, not an app taken from _COMM
+        if not self.identifiers:
+            return False
+        wanted = {i.encode("utf-8", "surrogateescape") for i in self.identifiers}
+        return any(v in wanted for v in field_values(r, "SYSLOG_IDENTIFIER"))
+
     @staticmethod
-    def _group_ok(r: Record, group: dict[str, set[str]]) -> bool:
-        from hostlog.query.journal_fields import record_to_journal
-
-        fields = record_to_journal(r)
-        for name, values in group.items():
-            have = fields.get(name)
-            if have is None:
-                return False
-            have_list = have if isinstance(have, list) else [have]
-            texts = {v if isinstance(v, str) else v.decode("utf-8", "surrogateescape")
-                     for v in have_list}
-            if not texts & values:
-                return False
-        return True
+    def _group_ok(r: Record, group: dict[str, set[bytes]]) -> bool:
+        return all(any(v in values for v in field_values(r, name)) for name, values in group.items())
 
 
-def parse_matches(args: list[str]) -> list[dict[str, set[str]]]:
+def parse_matches(args: list[str]) -> list[dict[str, set[bytes]]]:
     """``FIELD=VALUE`` arguments, with ``+`` between disjunctive groups."""
-    groups: list[dict[str, set[str]]] = [{}]
+    groups: list[dict[str, set[bytes]]] = [{}]
     for arg in args:
         if arg == "+":
             groups.append({})
@@ -131,7 +128,7 @@ def parse_matches(args: list[str]) -> list[dict[str, set[str]]]:
         name, sep, value = arg.partition("=")
         if not sep or not name or not re.fullmatch(r"[A-Z0-9_]+", name):
             raise ValueError(f"'{arg}' is not a FIELD=VALUE match (field names are A-Z, 0-9, _)")
-        groups[-1].setdefault(name, set()).add(value)
+        groups[-1].setdefault(name, set()).add(value.encode("utf-8", "surrogateescape"))
     return [g for g in groups if g]
 
 

@@ -225,6 +225,14 @@ class Spool:
         severity_mask = 0
         for s in {r.severity for r in records}:
             severity_mask |= 1 << (s & 7)
+        # a journald record may carry PRIORITY values its severity does not
+        # show (several, or "06"); `query -p` matches those too, so they count
+        for r in records:
+            if r.fields and "PRIORITY" in r.fields:
+                raw = r.fields["PRIORITY"]
+                for v in raw if isinstance(raw, list) else [raw]:
+                    text = v if isinstance(v, str) else v.decode("latin-1")
+                    severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
         # The frame's app filter covers apps and systemd units, the two things
         # `hostlog query -u` matches.
         names = {r.app for r in records}
