@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
 
 from hostlog.cli.main import add_spool_location, spool_location
-
 from hostlog.query.output import MODES as OUTPUT_MODES
+
+DEFAULT_PAGER = "less"
+DEFAULT_LESS = "FRSXMK"  # journalctl's: quit at one screen, raw colours, chop long lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,13 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-u", "--unit", action="append", default=[], metavar="APP",
                    help="an app or systemd unit (globs allowed; repeatable)")
     p.add_argument("-t", "--identifier", action="append", default=[], metavar="ID",
-                   help="a syslog identifier (the app), exactly (repeatable)")
+                   help="a syslog identifier, exactly (repeatable)")
     p.add_argument("-p", "--priority", metavar="LEVEL",
                    help="a level (this or more important) or a range FROM..TO")
     p.add_argument("-S", "--since", metavar="TIME", help="on or newer than (systemd.time syntax)")
     p.add_argument("-U", "--until", metavar="TIME", help="on or older than")
     p.add_argument("-g", "--grep", metavar="REGEX",
                    help="messages matching (case-insensitive unless it has capitals)")
+    p.add_argument("--case-sensitive", nargs="?", const="yes", default=None, metavar="BOOL",
+                   help="force case (in)sensitive --grep")
     p.add_argument("--host", action="append", default=[], help="records of this host")
     p.add_argument("--source", action="append", default=[],
                    help="records of this source (syslog, journald, file, process, ...)")
@@ -38,6 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-o", "--output", default="short", choices=OUTPUT_MODES, metavar="MODE",
                    help=", ".join(OUTPUT_MODES))
     p.add_argument("--output-fields", metavar="LIST", help="fields to show (json, verbose, export)")
+    p.add_argument("-F", "--field", metavar="NAME", help="the distinct values of a field")
+    p.add_argument("--list-apps", action="store_true", help="the apps in the spool")
+    p.add_argument("--list-hosts", action="store_true", help="the hosts in the spool")
+    p.add_argument("--disk-usage", action="store_true", help="bytes the spool takes on disk")
     p.add_argument("--utc", action="store_true", help="times in UTC")
     p.add_argument("--all", "-a", dest="all_fields", action="store_true",
                    help="show long and binary fields in full")
@@ -45,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-q", "--quiet", action="store_true", help="no informational messages")
 
 
-def build_query(args: argparse.Namespace):  # -> Query
+def build_query(args: argparse.Namespace):  # -> hostlog.query.filters.Query
     from hostlog.query.filters import Query, compile_grep, parse_matches
     from hostlog.query.priority import parse_priority, selects_all
     from hostlog.query.timespec import parse_timestamp
@@ -64,41 +77,125 @@ def build_query(args: argparse.Namespace):  # -> Query
     if query.since_ns is not None and query.until_ns is not None and query.since_ns > query.until_ns:
         raise ValueError("--since= must be before --until=.")
     if args.grep:
-        query.grep = compile_grep(args.grep)
+        case = args.case_sensitive
+        query.grep = compile_grep(args.grep, None if case is None else
+                                  case.lower() in ("yes", "true", "1", "on"))
     return query
+
+
+@contextmanager
+def pager(enabled: bool) -> Iterator[BinaryIO]:
+    """stdout, or the stdin of ``$PAGER`` (default ``less -FRSXMK``) on a terminal."""
+    if not enabled:
+        yield sys.stdout.buffer
+        return
+    command = os.environ.get("HOSTLOG_PAGER") or os.environ.get("PAGER") or DEFAULT_PAGER
+    env = dict(os.environ)
+    env.setdefault("LESS", DEFAULT_LESS)
+    try:
+        proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, env=env)
+    except (OSError, ValueError):
+        yield sys.stdout.buffer  # no pager to be had: print directly, as journalctl does
+        return
+    assert proc.stdin is not None
+    try:
+        yield proc.stdin  # type: ignore[misc]
+    except BrokenPipeError:
+        pass  # the user quit the pager
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait()
 
 
 def run(args: argparse.Namespace) -> int:
     from hostlog.query.output import Formatter
-    from hostlog.query.run import follow, select, write_records
+    from hostlog.query.priority import PriorityError
+    from hostlog.query.timespec import TimeSpecError
     from hostlog.spool.reader import SpoolReader
 
     try:
         query = build_query(args)
-    except ValueError as exc:
+    except (ValueError, PriorityError, TimeSpecError) as exc:
         print(f"hostlog query: {exc}", file=sys.stderr)
         return 1
     directory, key_file = spool_location(args)
+    if args.disk_usage:
+        total = sum(p.stat().st_size for p in (directory / "segments").glob("*.seg"))
+        from hostlog.query.output import format_bytes
+        print(f"Spool {directory} takes up {format_bytes(total)} in the file system.")
+        return 0
     reader = SpoolReader.open(directory, key_file)
-    out = sys.stdout.buffer
+    tty = sys.stdout.isatty()
+    if args.field or args.list_apps or args.list_hosts:
+        return _distinct(reader, query, args)
     fields = args.output_fields.split(",") if args.output_fields else None
     formatter = Formatter(args.output, utc=args.utc, output_fields=fields,
-                          all_fields=args.all_fields, color=False)
+                          all_fields=args.all_fields, color=tty)
+    format_record = formatter.format
+    if tty and query.grep is not None:
+        format_record = _highlighting(formatter, query.grep)
     lines = args.lines
     if args.follow and lines is None:
         lines = 10  # journalctl -f shows the last 10 first
+    with pager(tty and not args.no_pager and not args.follow) as out:
+        status = _print(reader, query, args, lines, format_record, out)
+    return status
+
+
+def _print(reader, query, args, lines, format_record, out: BinaryIO) -> int:
+    from hostlog.query.run import follow, select, write_records
+
     pairs, newest = select(reader, query, lines=lines, reverse=args.reverse)
-    top = write_records(out, pairs, formatter.format)
+    top = write_records(out, pairs, format_record)
     for damage in reader.damage:
+        print(f"hostlog query: skipped damaged data: {damage}", file=sys.stderr)
+    if not top and not args.follow:
         if not args.quiet:
-            print(f"hostlog query: skipped damaged data: {damage}", file=sys.stderr)
+            print("-- No entries --", file=sys.stderr if args.output != "short" else sys.stdout)
+        return 1 if query.grep is not None else 0
     if args.follow:
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
 
         def emit(record) -> None:
-            out.write(formatter.format(record))
+            out.write(format_record(record))
             out.flush()
 
         follow(reader, query, max(top, newest), emit, should_stop=lambda: stop["now"])
+    return 0
+
+
+def _highlighting(formatter, grep):
+    def format_record(record) -> bytes:
+        msg = record.msg
+        if isinstance(msg, str):
+            m = grep.search(msg)
+            if m:
+                start = len(msg[:m.start()].encode())
+                return formatter.format(record, highlight=(start, start + len(m.group().encode())))
+        return formatter.format(record)
+    return format_record
+
+
+def _distinct(reader, query, args) -> int:
+    """-F FIELD, --list-apps, --list-hosts: distinct values, in order of first sight."""
+    from hostlog.query.journal_fields import field_values
+    from hostlog.query.run import iter_selected
+
+    seen: dict[bytes, None] = {}
+    for _, r in iter_selected(reader, query):
+        if args.list_apps:
+            values = [r.app.encode()]
+        elif args.list_hosts:
+            values = [r.host.encode()]
+        else:
+            values = field_values(r, args.field)
+        for v in values:
+            seen.setdefault(v, None)
+    out = sys.stdout.buffer
+    out.write(b"".join(v + b"\n" for v in seen))
+    out.flush()
     return 0

@@ -80,7 +80,7 @@ class _StreamReceiver(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.collector.connections.discard(self)
 
-    def _deliver(self, frames: list[Any]) -> None:
+    def _deliver(self, frames: list[bytes]) -> None:
         if not frames:
             return
         sink = self.collector.context.sink
@@ -111,20 +111,11 @@ class SyslogCollector:
         self.connections: set[_StreamReceiver] = set()
         self.unix_paths: list[Path] = []
 
-    def parse(self, frames: list[Any], peer: str | None) -> list[Record]:
-        raws: list[bytes] = []
-        truncated: set[int] = set()
-        for i, frame in enumerate(frames):
-            if isinstance(frame, bytes):
-                raws.append(frame)
-            else:  # a Frame(data, truncated)
-                raws.append(frame.data)
-                if frame.truncated:
-                    truncated.add(i)
-        records = parse_messages(raws, received_ns=time.time_ns(),
+    def parse(self, frames: list[bytes], peer: str | None) -> list[Record]:
+        # a frame the framer cut at max_message is a TruncatedFrame, and the
+        # parser marks its record fields["truncated"] = "true"
+        records = parse_messages(frames, received_ns=time.time_ns(),
                                  default_host=self.context.hostname, peer=peer)
-        for i in truncated:
-            records[i].fields["truncated"] = "true"
         if self.app_default:
             for r in records:
                 if not r.app:

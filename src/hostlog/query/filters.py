@@ -132,10 +132,12 @@ def parse_matches(args: list[str]) -> list[dict[str, set[bytes]]]:
     return [g for g in groups if g]
 
 
-def compile_grep(pattern: str) -> re.Pattern[str]:
-    """journalctl: case-insensitive unless the pattern has an upper-case letter."""
-    flags = 0 if any(c.isupper() for c in pattern) else re.IGNORECASE
+def compile_grep(pattern: str, case_sensitive: bool | None = None) -> re.Pattern[str]:
+    """journalctl: case-insensitive unless the pattern has an upper-case letter
+    (``--case-sensitive`` decides when given)."""
+    if case_sensitive is None:
+        case_sensitive = any(c.isupper() for c in pattern)
     try:
-        return re.compile(pattern, flags)
+        return re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
     except re.error as exc:
         raise ValueError(f"bad --grep pattern {pattern!r}: {exc}") from None
