@@ -33,11 +33,11 @@ from hostlog.spool.spool import Spool
 log = logging.getLogger("hostlog.agent")
 
 
-def build_collector(source: Any, context: CollectorContext) -> Any:
+def build_collector(source: Any, context: CollectorContext, config: Config) -> Any:
     """The collector for one ``[[source]]`` section."""
     if source.type == "syslog":
         from hostlog.collectors.syslog import SyslogCollector
-        return SyslogCollector(source, context)
+        return SyslogCollector(source, context, tls=config.tls)
     raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
 
 
@@ -152,7 +152,7 @@ class Agent:
     async def _start_source(self, source: Any) -> None:
         assert self.context is not None
         try:
-            collector = build_collector(source, self.context)
+            collector = build_collector(source, self.context, self.config)
             await collector.start()
         except (OSError, ValueError) as exc:
             # One source that cannot start (port in use, bad path) must not take

@@ -1,4 +1,4 @@
-"""The syslog collector: UDP, TCP and unix datagram listeners.
+"""The syslog collector: UDP, TCP, TLS (RFC 5425) and unix socket listeners.
 
 The I/O half only. Framing (RFC 6587) and parsing (RFC 5424 / RFC 3164) are
 the sans-IO modules ``syslog_framing`` and ``syslog_parse``; this module feeds
@@ -18,11 +18,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
 from hostlog.collectors.syslog_framing import SyslogFramer
 from hostlog.collectors.syslog_parse import parse_messages
 from hostlog.record import Record
@@ -100,10 +102,18 @@ class _StreamReceiver(asyncio.Protocol):
 class SyslogCollector:
     """One ``[[source]] type = "syslog"``: all of its ``listen`` endpoints."""
 
-    def __init__(self, config: Any, context: CollectorContext) -> None:
+    def __init__(self, config: Any, context: CollectorContext, tls: Any = None) -> None:
         self.name: str = config.name
         self.config = config
         self.context = context
+        self.tls = tls  # the agent's [tls] section, for tls:// listeners
+        self.limiter: RateLimiter | None = None
+        if config.rate_limit or config.per_host_rate_limit:
+            rl, ph = config.rate_limit, config.per_host_rate_limit
+            self.limiter = RateLimiter(
+                source=TokenBucket(rl.rate, rl.burst) if rl else None,
+                per_host=(ph.rate, ph.burst) if ph else None)
+        self.report_task: asyncio.Task[None] | None = None
         self.max_message: int = getattr(config, "max_message", 65536)
         self.app_default: str | None = getattr(config, "app", None)
         self.servers: list[asyncio.AbstractServer] = []
@@ -116,12 +126,29 @@ class SyslogCollector:
         # parser marks its record fields["truncated"] = "true"
         records = parse_messages(frames, received_ns=time.time_ns(),
                                  default_host=self.context.hostname, peer=peer)
+        if self.limiter is not None:
+            allowed = self.limiter.admit(peer or "local", len(records), time.monotonic())
+            if allowed < len(records):
+                self.context.count(f"{self.name}.rate_limited", len(records) - allowed)
+                del records[allowed:]
         if self.app_default:
             for r in records:
                 if not r.app:
                     r.app = self.app_default
         self.context.count(f"{self.name}.records", len(records))
         return records
+
+    async def _report_suppressed(self) -> None:
+        """Once a second, one record per host that went over the rate limit."""
+        assert self.limiter is not None
+        while True:
+            await asyncio.sleep(1.0)
+            notices = [self.context.notice(
+                "hostlog", f"Suppressed {n} messages from {host} (syslog source {self.name}: "
+                           f"rate limit)", severity=4, suppressed=str(n), peer=host)
+                for host, n in sorted(self.limiter.report().items())]
+            if notices:
+                self.context.sink.write_nowait(notices)
 
     def deliver_datagrams(self, datagrams: list[tuple[bytes, str | None]]) -> None:
         by_peer: dict[str | None, list[bytes]] = {}
@@ -146,15 +173,20 @@ class SyslogCollector:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda label=label: _DatagramBatcher(self, label), sock=sock)
                 self.transports.append(transport)
-            elif ep.scheme == "tcp":
+            elif ep.scheme in ("tcp", "tls"):
+                ssl_context = self._ssl_context(label) if ep.scheme == "tls" else None
                 server = await loop.create_server(lambda: _StreamReceiver(self), ep.host,
-                                                  ep.port, reuse_address=True, backlog=512)
+                                                  ep.port, reuse_address=True, backlog=512,
+                                                  ssl=ssl_context)
                 self.servers.append(server)
+            elif ep.scheme == "unix-stream":
+                path = self._unix_path(ep.path)
+                server = await loop.create_unix_server(lambda: _StreamReceiver(self), str(path))
+                os.chmod(path, 0o666)
+                self.servers.append(server)
+                self.unix_paths.append(path)
             elif ep.scheme == "unix":
-                path = Path(ep.path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_socket():
-                    path.unlink()
+                path = self._unix_path(ep.path)
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
                 sock.bind(str(path))
@@ -166,8 +198,35 @@ class SyslogCollector:
             else:
                 raise ValueError(f"{label}: transport {ep.scheme!r} is not supported yet")
             log.info("%s: listening", label)
+        if self.limiter is not None:
+            self.report_task = asyncio.get_running_loop().create_task(self._report_suppressed())
+
+    @staticmethod
+    def _unix_path(name: str) -> Path:
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket():
+            path.unlink()  # left by an agent that was killed: nobody listens on it
+        return path
+
+    def _ssl_context(self, label: str) -> ssl.SSLContext:
+        """RFC 5425: TLS server with the [tls] certificate; client certificates
+        verified against [tls] ca, and required when require_client_cert."""
+        tls = self.tls
+        if tls is None or tls.cert is None or tls.key is None:
+            raise ValueError(f"{label}: a tls:// listener needs [tls] cert and key")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        if tls.ca is not None:
+            ctx.load_verify_locations(cafile=str(tls.ca))
+            ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+        return ctx
 
     async def stop(self) -> None:
+        if self.report_task is not None:
+            self.report_task.cancel()
+            self.report_task = None
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
