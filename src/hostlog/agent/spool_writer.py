@@ -6,8 +6,9 @@ write run there, so the second core does that work), and syncs by the fsync
 policy (group commit):
 
 * ``always``: sync after every frame before reporting it durable;
-* ``batch``: sync at most every ``fsync_interval``; everything written since
-  the previous sync becomes durable together;
+* ``batch``: sync every ``fsync_interval`` on a second thread, while the
+  writer goes on writing; everything written before a sync started becomes
+  durable together when it ends;
 * ``never``: never sync explicitly (the kernel writes back when it likes);
   records are reported durable once written — an operator's explicit choice.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -72,6 +74,11 @@ class SpoolWriter:
         self._room.set()
         self._callbacks: collections.deque[tuple[int, OnDurable]] = collections.deque()
         self.error: BaseException | None = None
+        # the writer thread and the sync thread share the spool: append,
+        # rotate and the start and end of a sync happen under this lock
+        self._spool_lock = threading.Lock()
+        self._sync_stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
 
     # -- loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +141,8 @@ class SpoolWriter:
             self._cond.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self._sync_thread is not None:
+            await asyncio.to_thread(self._sync_thread.join)
         self._deliver(self.accepted_seq, self.durable_seq)
 
     def _report(self, accepted: int, durable: int) -> None:
@@ -170,24 +179,24 @@ class SpoolWriter:
 
     def _run(self) -> None:
         spool = self.spool
-        last_sync = time.monotonic()
-        unsynced = False
+        if self.fsync == "batch":
+            self._sync_thread = threading.Thread(target=self._run_sync, name="spool-sync",
+                                                 daemon=True)
+            self._sync_thread.start()
         try:
             while True:
                 with self._cond:
                     while not self._pending and not self._stopping:
-                        if unsynced and self.fsync == "batch":
-                            wait = self.fsync_interval - (time.monotonic() - last_sync)
-                            if wait <= 0:
-                                break
-                            self._cond.wait(wait)
-                        else:
-                            self._cond.wait()
+                        self._cond.wait()
                     taken = self._take()
                     stopping = self._stopping and not self._pending
                 if taken:
                     records = [r for batch, _ in taken for r in batch]
-                    last = self._append_blocking(records)
+                    with self._spool_lock:
+                        last = self._append_blocking(records)
+                        if self.fsync == "always" or (stopping and self.fsync == "batch"):
+                            spool.sync()
+                            self.stats.syncs += 1
                     self.stats.records += len(records)
                     self.stats.frames += bool(records)
                     self.stats.batches += len(taken)
@@ -197,16 +206,10 @@ class SpoolWriter:
                             self._callbacks.extend((last, cb) for cb in callbacks)
                         assert self._loop is not None
                         self._loop.call_soon_threadsafe(register)
-                    unsynced = True
-                durable = spool.durable_seq
-                now = time.monotonic()
-                if unsynced and (self.fsync == "always" or stopping or
-                                 (self.fsync == "batch" and now - last_sync >= self.fsync_interval)):
-                    durable = spool.sync()
-                    self.stats.syncs += 1
-                    last_sync, unsynced = now, False
-                elif self.fsync == "never":
-                    durable = spool.next_seq - 1
+                elif stopping and self.fsync == "batch":
+                    with self._spool_lock:
+                        spool.sync()
+                durable = spool.next_seq - 1 if self.fsync == "never" else spool.durable_seq
                 self._report(spool.next_seq - 1, durable)
                 if stopping:
                     return
@@ -214,6 +217,28 @@ class SpoolWriter:
             self.error = exc
             log.exception("spool writer failed")
             self._report(spool.next_seq - 1, spool.durable_seq)
+        finally:
+            self._sync_stop.set()
+
+    def _run_sync(self) -> None:
+        """Group commit for fsync = "batch": every fsync_interval, fdatasync
+        what has been written, on its own thread so the writer never waits
+        for the disk (a sync of a copy of the fd: rotation may close the
+        original, and sealing syncs that segment itself)."""
+        spool = self.spool
+        while not self._sync_stop.wait(self.fsync_interval):
+            with self._spool_lock:
+                if spool.active is None or spool.next_seq - 1 <= spool.durable_seq:
+                    continue
+                fd, seq = spool.begin_sync()
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            with self._spool_lock:
+                spool.end_sync(seq)
+            self.stats.syncs += 1
+            self._report(seq, spool.durable_seq)
 
     def _append_blocking(self, records: list[Record]) -> int:
         """Append, waiting while the spool is full and on_full = block."""

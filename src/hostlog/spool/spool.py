@@ -258,6 +258,16 @@ class Spool:
         self.durable_seq = self.active.next_seq - 1
         return self.durable_seq
 
+    def begin_sync(self) -> tuple[int, int]:
+        """For a sync on another thread: a copy of the active segment's fd and
+        the last seq written to it. fdatasync the fd, close it, then call
+        :meth:`end_sync` with the seq."""
+        assert self.active is not None, "spool is closed"
+        return os.dup(self.active.fd), self.active.next_seq - 1
+
+    def end_sync(self, seq: int) -> None:
+        self.durable_seq = max(self.durable_seq, seq)
+
     def rotate(self) -> None:
         """Seal the active segment (footer, fsync) and start the next one."""
         active = self.active

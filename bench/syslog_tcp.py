@@ -1,0 +1,182 @@
+"""Syslog over TCP into storage: hostlog (into its spool) beside rsyslog (imtcp -> omfile).
+
+    .venv/bin/python bench/syslog_tcp.py [--messages 1000000] [--runs 3]
+
+The load generator is this script: it builds N RFC 5424 messages (~160 bytes,
+LF-framed, as `logger --rfc5424 --tcp` and loggen send them) in memory first,
+then writes them down one TCP connection with sendall() in 1 MiB pieces, so
+the sender costs almost nothing and the receiver is the bottleneck. (loggen,
+from syslog-ng-core, cannot be installed beside rsyslog on Debian: the two
+packages conflict.)
+
+Each receiver gets the same bytes; the clock runs from the first byte sent
+until all N messages are stored (hostlog: counted in the spool's frame index,
+fsync = batch; rsyslog: lines in its output file). CPU time of the receiving
+process is read with psutil. Prints medians and the hostlog/rsyslog ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from hostlog.spool.reader import SpoolReader
+
+SEND_PIECE = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_load(n: int) -> bytes:
+    apps = ("sshd", "nginx", "cron", "postfix", "kernel")
+    parts = []
+    for i in range(n):
+        app = apps[i % 5]
+        parts.append(
+            f"<{8 + i % 8}>1 2024-05-01T10:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z "
+            f"bench-host {app} {1000 + i % 97} ID{i % 10} - message number {i:07d} from the load "
+            f"generator with some ordinary text like a request path /api/v1/items?id={i % 5000}\n")
+    return "".join(parts).encode()
+
+
+def send(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        view = memoryview(data)
+        for off in range(0, len(view), SEND_PIECE):
+            s.sendall(view[off:off + SEND_PIECE])
+
+
+def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("receiver did not store every message in time")
+
+
+def wait_port(port: int, proc: subprocess.Popen) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError("receiver exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    wait_until(up, 30)
+
+
+def spool_records(spool: Path) -> int:
+    try:
+        reader = SpoolReader.open(spool)
+    except Exception:
+        return 0
+    return sum(e.count for _, e in reader.frames())
+
+
+def run_hostlog(data: bytes, n: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        port = free_port()
+        conf = Path(d) / "agent.toml"
+        conf.write_text(f'[agent]\nstate_dir = "{d}/state"\n[[source]]\ntype = "syslog"\n'
+                        f'listen = ["tcp://127.0.0.1:{port}"]\n')
+        proc = subprocess.Popen([sys.executable, "-m", "hostlog.cli.main", "agent", "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port, proc)
+            p = psutil.Process(proc.pid)
+            cpu0 = sum(p.cpu_times()[:2])
+            t0 = time.perf_counter()
+            send(port, data)
+            spool = Path(d) / "state" / "spool"
+            wait_until(lambda: spool_records(spool) >= n, 600)
+            elapsed = time.perf_counter() - t0
+            cpu = sum(p.cpu_times()[:2]) - cpu0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    return elapsed, cpu
+
+
+RSYSLOG_CONF = """
+global(workDirectory="{d}")
+module(load="imtcp")
+input(type="imtcp" port="{port}" address="127.0.0.1")
+action(type="omfile" file="{d}/out.log" template="RSYSLOG_FileFormat")
+"""
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def run_rsyslog(data: bytes, n: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        port = free_port()
+        conf = Path(d) / "rsyslog.conf"
+        conf.write_text(RSYSLOG_CONF.format(d=d, port=port))
+        proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", f"{d}/pid"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port, proc)
+            p = psutil.Process(proc.pid)
+            cpu0 = sum(p.cpu_times()[:2])
+            t0 = time.perf_counter()
+            send(port, data)
+            wait_until(lambda: count_lines(Path(d) / "out.log") >= n, 600)
+            elapsed = time.perf_counter() - t0
+            cpu = sum(p.cpu_times()[:2]) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return elapsed, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if shutil.which("rsyslogd") is None:
+        sys.exit("rsyslogd is needed for the side-by-side run (apt-get install rsyslog)")
+    n = args.messages
+    data = build_load(n)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"load: {n} RFC 5424 messages, {len(data) / n:.0f} B each, {len(data) / 1e6:.0f} MB, LF-framed")
+    results = {}
+    for name, fn in (("hostlog", run_hostlog), ("rsyslog", run_rsyslog)):
+        runs = []
+        for _ in range(args.runs):  # alternate? no: same order each run keeps page cache fair
+            runs.append(fn(data, n))
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        results[name] = (n / wall, len(data) / wall / 1e6, cpu / n * 1e6)
+        print(f"{name}: {n / wall:,.0f} msg/s, {len(data) / wall / 1e6:.1f} MB/s, "
+              f"{cpu / n * 1e6:.2f} µs CPU/msg (median of {args.runs}; runs: "
+              + ", ".join(f"{r[0]:.2f}s" for r in runs) + ")")
+    print(f"ratio hostlog/rsyslog msg/s: {results['hostlog'][0] / results['rsyslog'][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
