@@ -38,6 +38,12 @@ def build_collector(source: Any, context: CollectorContext, config: Config) -> A
     if source.type == "syslog":
         from hostlog.collectors.syslog import SyslogCollector
         return SyslogCollector(source, context, tls=config.tls)
+    if source.type == "journald":
+        from hostlog.collectors.journald import JournaldCollector
+        return JournaldCollector(source, context)
+    if source.type == "file":
+        from hostlog.collectors.files import FileCollector
+        return FileCollector(source, context)
     raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
 
 
@@ -154,7 +160,7 @@ class Agent:
         try:
             collector = build_collector(source, self.context, self.config)
             await collector.start()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:
             # One source that cannot start (port in use, bad path) must not take
             # the others down: report it, loudly, and go on.
             log.error("source %s did not start: %s", source.name, exc)
