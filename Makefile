@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 # What the tests run for real: journald and journal-remote, logger, rsyslog
 # (with its TLS driver), and what systemd-python compiles against.
 APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsyslog-gnutls \
-                libsystemd-dev pkg-config gcc procps iproute2 openssl
+                libsystemd-dev pkg-config gcc procps iproute2 openssl \
+                lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser
 
 .PHONY: run test deps venv bench clean
 
@@ -46,3 +47,13 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
+
+# Installable packages of the current tree, in dist/ (docs/install.md):
+# a private virtualenv in /opt/hostlog built with Debian's python3, the unit,
+# the config. VERSION_SUFFIX=+1 makes a build that upgrades the previous one.
+.PHONY: deb rpm packages
+deb:
+	packaging/deb/build.sh dist
+rpm:
+	packaging/rpm/build.sh dist
+packages: deb rpm

@@ -23,6 +23,7 @@ from typing import Any
 
 from hostlog import __version__
 from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.agent.credentials import credential_key_file
 from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
@@ -102,11 +103,12 @@ class Agent:
     async def open(self) -> None:
         config = self.config
         spool_dir = config.spool_dir
-        keyring = Keyring.load_or_create(config.spool_key_file())
+        # a systemd credential (LoadCredential[Encrypted]=spool.key) wins over the config
+        key_file = credential_key_file() or config.spool_key_file()
+        keyring = Keyring.load_or_create(key_file)
         self.spool = Spool.open(spool_dir, keyring, segment_bytes=config.spool.segment_bytes,
                                 max_bytes=config.spool.max_bytes, max_age=config.spool.max_age,
-                                on_full=config.spool.on_full,
-                                key_file=config.spool_key_file())
+                                on_full=config.spool.on_full, key_file=key_file)
         for line in self.spool.recovery.lines():
             log.info("%s", line)
         self.writer = SpoolWriter(self.spool, fsync=config.spool.fsync,

@@ -22,7 +22,10 @@ def notify(state: str) -> bool:
     if not address:
         return False
     if _sd_daemon is not None:
-        return bool(_sd_daemon.notify(state))
+        try:
+            return bool(_sd_daemon.notify(state))
+        except OSError:
+            return False  # systemd went away or the socket is not ours: never fatal
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
