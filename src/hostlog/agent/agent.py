@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hostlog import __version__
+from hostlog.agent import apps_wiring
 from hostlog.agent.checkpoints import CheckpointFiles
 from hostlog.agent.credentials import credential_key_file
 from hostlog.agent.notify import notify, watchdog_interval
@@ -121,8 +122,10 @@ class Agent:
                                 for line in self.spool.recovery.lines()])
         for source in config.sources:
             await self._start_source(source)
+        await apps_wiring.attach(self)  # supervised apps, control socket, metrics
 
     async def close(self) -> None:
+        await apps_wiring.detach(self)  # first: the apps' last lines reach the writer
         for name in list(self.collectors):
             await self._stop_source(name)
         if self.writer is not None:
@@ -145,6 +148,7 @@ class Agent:
                 return
         if new.spool != self.config.spool or new.agent != self.config.agent:
             log.warning("reload: [agent] and [spool] changes take effect at the next restart")
+        await apps_wiring.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}
         wanted = {src.name: src for src in new.sources}
         for name, src in old.items():

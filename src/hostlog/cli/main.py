@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("-c", "--config", metavar="FILE",
                        help="config file (default: the built-in default)")
 
-    from hostlog.cli import query_cmd
+    from hostlog.cli import ctl_cmd, query_cmd
     query_cmd.add_parser(sub)
+    ctl_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "query":
             from hostlog.cli import query_cmd
             return query_cmd.run(args)
+        if args.command == "ctl":
+            from hostlog.cli import ctl_cmd
+            return ctl_cmd.run(args)
         if args.command == "spool":
             from hostlog.cli import spool_cmd
             return spool_cmd.run(args)

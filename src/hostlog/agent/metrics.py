@@ -1,0 +1,143 @@
+"""Prometheus metrics of the agent (``[control] metrics = "HOST:PORT"``).
+
+Everything is read live at scrape time from the objects that already keep the
+numbers (the spool, the writer, the collectors' counters, the supervisor):
+one custom collector calls a set of reader functions, so nothing is counted
+twice and nothing has to be pushed into metric objects on the hot path. The
+one thing counted here is records/bytes per source, by the counting sink the
+wiring puts in front of the spool writer (one addition per batch).
+
+Names follow Prometheus conventions (``_total`` for counters, base units); the
+list is in docs/apps.md ("Metrics"). The HTTP server runs in its own thread
+(prometheus_client's), so a scrape never waits for the event loop; the
+readers only copy numbers and dicts, which is safe from that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from hostlog import __version__
+from hostlog.config import parse_host_port
+
+log = logging.getLogger("hostlog.metrics")
+
+__all__ = ["Metrics", "Readers"]
+
+
+def _zero() -> int:
+    return 0
+
+
+def _empty() -> dict[str, int]:
+    return {}
+
+
+@dataclass
+class Readers:
+    """Functions that return live values; the agent's wiring fills them in."""
+
+    spool_bytes: Callable[[], int] = _zero
+    spool_segments: Callable[[], int] = _zero
+    records_written: Callable[[], int] = _zero  # records the writer put in the spool
+    spool_dropped: Callable[[], int] = _zero  # records retention dropped unacknowledged
+    source_dropped: Callable[[], dict[str, int]] = _empty  # per source name (queue full, rate limit)
+    forward_lag: Callable[[], dict[str, int]] = _empty  # per destination: records not yet acked
+    app_restarts: Callable[[], dict[str, int]] = _empty
+    app_up: Callable[[], dict[str, int]] = _empty  # 1 while the app's process runs
+    uptime: Callable[[], float] = field(default=lambda: 0.0)
+
+
+class _LiveCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        m, r = self.metrics, self.metrics.readers
+        info = InfoMetricFamily("hostlog_build", "hostlog version")
+        info.add_metric([], {"version": __version__})
+        yield info
+        yield GaugeMetricFamily("hostlog_agent_uptime_seconds", "Seconds since the agent started",
+                                value=r.uptime())
+        yield _labelled(CounterMetricFamily, "hostlog_records_in", "Records accepted from each source",
+                        "source", dict(m.records_in))
+        yield _labelled(CounterMetricFamily, "hostlog_bytes_in",
+                        "Message bytes accepted from each source (characters of text messages)",
+                        "source", dict(m.bytes_in))
+        yield _labelled(CounterMetricFamily, "hostlog_records_dropped",
+                        "Records a collector dropped (queue full, rate limit), by its configured name",
+                        "collector", r.source_dropped())
+        yield CounterMetricFamily("hostlog_spool_dropped_records",
+                                  "Records retention dropped before every destination acknowledged them",
+                                  value=r.spool_dropped())
+        yield CounterMetricFamily("hostlog_spool_records_written", "Records written to the spool",
+                                  value=r.records_written())
+        yield GaugeMetricFamily("hostlog_spool_bytes", "Size of all spool segments", value=r.spool_bytes())
+        yield GaugeMetricFamily("hostlog_spool_segments", "Number of spool segments",
+                                value=r.spool_segments())
+        yield _labelled(GaugeMetricFamily, "hostlog_forward_lag_records",
+                        "Records in the spool a destination has not acknowledged", "destination",
+                        r.forward_lag())
+        yield _labelled(CounterMetricFamily, "hostlog_app_restarts",
+                        "Restarts of a supervised app by its restart policy", "app", r.app_restarts())
+        yield _labelled(GaugeMetricFamily, "hostlog_app_up", "1 while the supervised app runs",
+                        "app", r.app_up())
+
+
+def _labelled(kind: Any, name: str, doc: str, label: str, values: dict[str, int]) -> Any:
+    family = kind(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+class Metrics:
+    """The agent's metrics: counts per source, live readers, the HTTP endpoint."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.readers = Readers()
+        self.records_in: dict[str, int] = {}
+        self.bytes_in: dict[str, int] = {}
+        self.registry.register(_LiveCollector(self))
+        # process_* (CPU, RSS, open fds) of the agent itself, from /proc
+        ProcessCollector(registry=self.registry)
+        self._server: Any = None
+        self._thread: Any = None
+        self.address: tuple[str, int] | None = None
+
+    def count_batch(self, source: str, records: int, nbytes: int) -> None:
+        """Called on the loop once per batch a collector hands to the sink."""
+        self.records_in[source] = self.records_in.get(source, 0) + records
+        self.bytes_in[source] = self.bytes_in.get(source, 0) + nbytes
+
+    def serve(self, address: str) -> tuple[str, int]:
+        """Start the HTTP endpoint on ``HOST:PORT`` (port 0: any free port); returns where."""
+        host, port = _host_port(address)
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self.address = (host, self._server.server_port)
+        log.info("metrics at http://%s:%d/metrics", *self.address)
+        return self.address
+
+    def shutdown(self) -> None:
+        """Stop the HTTP endpoint and wait for its thread."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    if address.rsplit(":", 1)[-1] == "0":  # tests ask for any free port
+        host = address.rsplit(":", 1)[0].strip("[]")
+        return host, 0
+    return parse_host_port(address, what="metrics address")

@@ -1,0 +1,187 @@
+"""Sans-IO capture of one output stream of a supervised child: bytes in, lines out.
+
+One :class:`LineCapture` per stream (stdout, stderr) of a running child. The
+supervisor feeds it whatever a pipe read returned; ``feed()`` gives back the
+lines those bytes complete, ``flush()`` gives back the partial line it holds
+(after a quiet timeout, or at the end of the stream). No I/O, no exceptions
+for any input: every byte the child wrote comes out again, in order.
+
+Theory of operation:
+
+* A line ends at LF; the LF is not part of the message. Everything else is
+  kept as written (CR, NUL, empty lines): the capture is lossless, so a
+  consumer can rebuild the stream from the lines and their ``line_break``.
+* sd-daemon priority prefix: a line starting ``<N>`` with N from 0 to 7 (also
+  written ``<0N>`` or ``<00N>``, as journald's stdout streams accept it, see
+  ``syslog_parse_priority()`` in systemd) takes severity N, and the prefix is
+  removed. Other lines take the stream's default severity.
+* Maximum line length (``max_line`` bytes, after the prefix): a longer line is
+  cut into pieces of at most ``max_line`` bytes; every piece but the last is
+  marked ``line_break = "line-max"`` (journald's ``_LINE_BREAK`` values). A cut
+  is moved back to a UTF-8 character boundary when one lies within the last 3
+  bytes, so the pieces of a text line stay text. The held partial line never
+  grows beyond ``max_line``: memory per stream is bounded.
+* A partial line (no LF yet) is held until its LF arrives or ``flush()`` is
+  called: ``flush("timeout")`` after the stream has been quiet (a prompt, a
+  progress bar) and ``flush("eof")`` when the stream ends; the piece is marked
+  with that reason. What follows a cut or a timeout flush continues the same
+  line: it keeps that line's severity and is not parsed for a prefix.
+* Bytes that are not valid UTF-8 are kept as ``bytes`` (the record model's
+  rule for binary messages); valid ones become ``str``.
+* Work is done on whole buffers with ``split``; the Python loop runs once per
+  line, never per byte.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Line", "LineCapture", "parse_priority", "LINE_MAX", "TIMEOUT", "EOF"]
+
+#: ``line_break`` marks, as journald names them in ``_LINE_BREAK``.
+LINE_MAX = "line-max"
+TIMEOUT = "timeout"
+EOF = "eof"
+
+#: (message, severity, line_break): line_break is None for a line that ended
+#: with LF, else one of LINE_MAX, TIMEOUT, EOF.
+Line = tuple["str | bytes", int, "str | None"]
+
+_DIGITS = b"01234567"
+
+
+def parse_priority(line: bytes) -> tuple[int, bytes] | None:
+    """``(severity, rest)`` when ``line`` starts with an sd-daemon ``<N>`` prefix.
+
+    Accepts ``<N>``, ``<0N>`` and ``<00N>`` with N in 0..7 (sd-daemon(3) writes
+    ``<N>``; journald's parser also takes the zero-padded forms and nothing
+    with a facility); anything else is not a prefix and returns None.
+    """
+    if line[:1] != b"<":
+        return None
+    end = line.find(b">", 1, 5)
+    if end < 2:
+        return None
+    digits = line[1:end]
+    last = digits[-1:]
+    if not last or last not in _DIGITS or digits[:-1].strip(b"0"):
+        return None
+    return _DIGITS.index(last), line[end + 1:]
+
+
+def _text(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _cut(data: bytes, start: int, limit: int) -> int:
+    """End of the piece of at most ``limit`` bytes starting at ``start``.
+
+    ``data[start + limit]`` must exist. When it is a UTF-8 continuation byte a
+    character straddles the cut: move the cut back to that character's lead
+    byte, if it is within 3 bytes and the piece does not become empty.
+    """
+    end = start + limit
+    back = end
+    while back > start and back > end - 3 and 0x80 <= data[back] <= 0xBF:
+        back -= 1
+    if back != end and back > start and data[back] >= 0xC0:
+        return back
+    return end
+
+
+class LineCapture:
+    """Line capture for one stream; see the module docstring for the rules."""
+
+    def __init__(self, *, max_line: int = 64 * 1024, default_severity: int = 6,
+                 parse_priority: bool = True) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        self.max_line = max_line
+        self.default_severity = default_severity
+        self.parse_priority = parse_priority
+        self._buf = b""  # the partial line: never longer than max_line
+        self._line_start = True  # the next byte begins a new line (prefix allowed)
+        self._severity = default_severity  # severity of the line being continued
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partial line held back (a quiet-timeout flush is due)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Line]:
+        """Take bytes from the stream; return the lines (and pieces) they complete."""
+        out: list[Line] = []
+        if self._buf:
+            data = self._buf + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            if not self._line_start:
+                # The first line continues one already partly emitted.
+                self._emit(lines[0], self._severity, None, out)
+                self._line_start = True
+                lines = lines[1:]
+            default, limit, parse = self.default_severity, self.max_line, self.parse_priority
+            append = out.append
+            for line in lines:
+                # The common case inline: this loop is the per-line cost of capture.
+                severity = default
+                if parse and line[:1] == b"<":
+                    found = parse_priority(line)
+                    if found is not None:
+                        severity, line = found
+                if len(line) > limit:
+                    self._emit(line, severity, None, out)
+                    continue
+                try:
+                    append((line.decode("utf-8"), severity, None))
+                except UnicodeDecodeError:
+                    append((line, severity, None))
+        if len(rest) > self.max_line:
+            rest = self._emit_pieces(self._begin(rest), out)
+        self._buf = rest
+        return out
+
+    def flush(self, reason: str = EOF) -> list[Line]:
+        """Hand out the partial line, marked ``reason`` (TIMEOUT or EOF).
+
+        After TIMEOUT the bytes that follow continue the same line; after EOF
+        the capture starts afresh (a new stream, e.g. after a restart).
+        """
+        out: list[Line] = []
+        if self._buf:
+            line = self._begin(self._buf)
+            self._buf = b""
+            self._emit(line, self._severity, reason, out)
+        if reason != TIMEOUT:
+            self._line_start = True
+            self._severity = self.default_severity
+        return out
+
+    # -- internals --------------------------------------------------------------
+    def _begin(self, line: bytes) -> bytes:
+        """Take the prefix off a line that starts here; remember its severity."""
+        if self._line_start:
+            self._line_start = False
+            self._severity = self.default_severity
+            if self.parse_priority:
+                found = parse_priority(line)
+                if found is not None:
+                    self._severity, line = found
+        return line
+
+    def _emit_pieces(self, line: bytes, out: list[Line]) -> bytes:
+        """Emit full pieces while more than max_line bytes remain; return the rest."""
+        start, limit, severity = 0, self.max_line, self._severity
+        while len(line) - start > limit:
+            end = _cut(line, start, limit)
+            out.append((_text(line[start:end]), severity, LINE_MAX))
+            start = end
+        return line[start:]
+
+    def _emit(self, line: bytes, severity: int, last: str | None, out: list[Line]) -> None:
+        """Emit a line whose prefix is already handled: pieces, then the end."""
+        self._severity = severity
+        rest = self._emit_pieces(line, out)
+        out.append((_text(rest), severity, last))
