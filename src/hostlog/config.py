@@ -629,6 +629,10 @@ class FileSource(_Section):
     """Encoding of the files; lines that do not decode are kept as bytes."""
     poll_interval: PositiveDuration = 1.0
     """Safety-net poll besides inotify."""
+    flush_timeout: PositiveDuration = 5.0
+    """A partial last line (no newline yet) or an open multiline record is emitted after this long without new data."""
+    rotate_wait: Duration = 5.0
+    """A rotated or deleted file is read until it has been quiet this long, then closed."""
 
     @field_validator("multiline_start")
     @classmethod

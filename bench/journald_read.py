@@ -1,0 +1,151 @@
+"""journald collector: entries/s from journal files into the spool.
+
+    .venv/bin/python bench/journald_read.py [--entries 200000] [--runs 5]
+
+1. Builds one journal file with the real systemd-journal-remote from an export
+   stream of ``--entries`` entries shaped like a busy system journal: the
+   trusted fields journald adds (_PID, _UID, _COMM, _EXE, _CMDLINE,
+   _SYSTEMD_UNIT, _BOOT_ID, ...), SYSLOG_IDENTIFIER, PRIORITY and a MESSAGE
+   taken from the loghub Linux sample (real lines, read in place).
+2. The journald collector reads it (``directory =``, ``start = "beginning"``)
+   into a real spool (SpoolWriter, fsync = "batch" every 50 ms) until every
+   entry is durable: the time from start() to that point.
+3. Beside it, ``journalctl -D DIR -o export > /dev/null`` over the same file:
+   what systemd's own reader needs to read and format the same entries; and
+   the Python reader alone (the calls the collector makes, without the mapping
+   to records and without the spool), to show where the collector's time goes.
+
+Prints the medians of ``--runs`` runs and the machine; bench/RESULTS.md records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.journald import JournaldCollector
+from hostlog.config import JournaldSource
+from hostlog.spool.keys import Keyring
+from hostlog.spool.spool import Spool
+
+CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "loghub"
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+UNITS = ("sshd.service", "cron.service", "nginx.service", "systemd-logind.service")
+
+
+def export_stream(n: int) -> bytes:
+    text = (CORPORA / "Linux_2k.log").read_bytes().decode("utf-8", "replace")
+    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
+    t0 = 1_700_000_000_000_000
+    out = []
+    for i in range(n):
+        unit = UNITS[i % len(UNITS)]
+        comm = unit.split(".")[0]
+        pid = 1000 + i % 97
+        out.append(
+            f"__REALTIME_TIMESTAMP={t0 + i * 1000}\n__MONOTONIC_TIMESTAMP={1_000_000 + i * 1000}\n"
+            f"_BOOT_ID=0123456789abcdef0123456789abcdef\n_MACHINE_ID=fedcba9876543210fedcba9876543210\n"
+            f"_HOSTNAME=bench-host\n_TRANSPORT=syslog\n_UID=0\n_GID=0\n_PID={pid}\n_COMM={comm}\n"
+            f"_EXE=/usr/sbin/{comm}\n_CMDLINE=/usr/sbin/{comm} -D\n_SYSTEMD_UNIT={unit}\n"
+            f"_SYSTEMD_CGROUP=/system.slice/{unit}\nPRIORITY={i % 8}\nSYSLOG_FACILITY=3\n"
+            f"SYSLOG_IDENTIFIER={comm}\nSYSLOG_PID={pid}\nMESSAGE={lines[i % len(lines)]}\n\n")
+    return "".join(out).encode()
+
+
+def build(directory: Path, n: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / "bench.journal"
+    res = subprocess.run([JOURNAL_REMOTE, f"--output={out}", "-"], input=export_stream(n),
+                         capture_output=True, timeout=600)
+    if res.returncode != 0:
+        sys.exit(f"systemd-journal-remote failed: {res.stderr.decode(errors='replace')}")
+    return out
+
+
+async def collect(journal_dir: Path, state: Path, n: int) -> float:
+    keyring = Keyring.load_or_create(state / "spool.key")
+    spool = Spool.open(state / "spool", keyring)
+    writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
+    writer.start()
+    context = CollectorContext(hostname="bench", sink=writer,
+                               checkpoints=CheckpointFiles(state / "spool" / "state" / "checkpoints"))
+    collector = JournaldCollector(JournaldSource(name="bench", directory=journal_dir, start="beginning"),
+                                  context)
+    t0 = time.perf_counter()
+    await collector.start()
+    while writer.durable_seq < n:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - t0
+    await collector.stop()
+    await writer.stop()
+    spool.close()
+    return elapsed
+
+
+def raw_read(journal_dir: Path) -> float:
+    """The reader alone (the calls the collector makes), without mapping or spool."""
+    from systemd import journal
+    reader = journal.Reader(path=str(journal_dir))
+    reader.seek_head()
+    t0 = time.perf_counter()
+    while reader._next():
+        entry = reader._get_all()
+        entry["__REALTIME_TIMESTAMP"] = reader._get_realtime()
+        entry["__MONOTONIC_TIMESTAMP"] = reader._get_monotonic()[0]
+    elapsed = time.perf_counter() - t0
+    reader.close()
+    return elapsed
+
+
+def journalctl(journal_dir: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["journalctl", "-D", str(journal_dir), "-o", "export"], stdout=subprocess.DEVNULL,
+                   check=True, timeout=600)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        jdir = Path(d) / "journal"
+        t0 = time.perf_counter()
+        build(jdir, args.entries)
+        size = sum(f.stat().st_blocks * 512 for f in jdir.iterdir())
+        print(f"built {args.entries} entries ({size / 2**20:.0f} MiB on disk) "
+              f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        ours, theirs, raws = [], [], []
+        for run in range(args.runs):
+            state = Path(d) / f"state{run}"
+            ours.append(asyncio.run(collect(jdir, state, args.entries)))
+            theirs.append(journalctl(jdir))
+            raws.append(raw_read(jdir))
+            print(f"run {run + 1}: collector {ours[-1]:.2f}s, journalctl {theirs[-1]:.2f}s",
+                  file=sys.stderr)
+    mo, mt, mr = statistics.median(ours), statistics.median(theirs), statistics.median(raws)
+    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{platform.machine()}, {platform.system()} {platform.release()}")
+    print(f"entries: {args.entries}, runs: {args.runs} (medians)\n")
+    print("| reader | time | entries/s |")
+    print("|---|---|---|")
+    print(f"| journald collector → spool (durable) | {mo:.2f} s | {args.entries / mo:,.0f} |")
+    print(f"| systemd.journal.Reader alone (read fields, no mapping, no spool) | {mr:.2f} s "
+          f"| {args.entries / mr:,.0f} |")
+    print(f"| `journalctl -D DIR -o export > /dev/null` | {mt:.2f} s | {args.entries / mt:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
