@@ -108,11 +108,6 @@ def assert_exactly_once(run: Run) -> None:
     assert len(counts) == run.written
 
 
-EXACTLY_ONCE = pytest.mark.xfail(
-    reason="a batch written to the spool before its position is saved is read again after "
-           "kill -9; needs the position committed with the batch", strict=False)
-
-
 # -- journald ---------------------------------------------------------------------------------
 
 JOURNALD_LINES = 20_000
@@ -181,7 +176,6 @@ def test_journald_kill9_loses_nothing_and_repeats_only_unsaved_batches(journald_
     assert restarts <= len(journald_run.kills)
 
 
-@EXACTLY_ONCE
 def test_journald_kill9_each_entry_exactly_once(journald_run: Run) -> None:
     assert_exactly_once(journald_run)
 
@@ -320,6 +314,5 @@ def test_files_kill9_with_rotations_loses_nothing_and_repeats_only_unsaved_batch
     assert_nothing_lost(files_run)
 
 
-@EXACTLY_ONCE
 def test_files_kill9_with_rotations_each_line_exactly_once(files_run: Run) -> None:
     assert_exactly_once(files_run)

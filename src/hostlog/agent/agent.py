@@ -112,11 +112,15 @@ class Agent:
                                 on_full=config.spool.on_full, key_file=key_file)
         for line in self.spool.recovery.lines():
             log.info("%s", line)
+        checkpoints = CheckpointFiles(spool_dir / "state" / "checkpoints",
+                                      recovered_seq=self.spool.next_seq - 1,
+                                      last_seq=lambda: self.writer.accepted_seq if self.writer else 0)
         self.writer = SpoolWriter(self.spool, fsync=config.spool.fsync,
-                                  fsync_interval=config.spool.fsync_interval)
+                                  fsync_interval=config.spool.fsync_interval,
+                                  note_position=checkpoints.note_written)
         self.writer.start()
         self.context = CollectorContext(hostname=config.agent.hostname, sink=self.writer,
-                                        checkpoints=CheckpointFiles(spool_dir / "state" / "checkpoints"))
+                                        checkpoints=checkpoints)
         if self.spool.recovery.damage or self.spool.recovery.truncated_bytes:
             self.writer.submit([self.context.notice("hostlog", line, severity=4)
                                 for line in self.spool.recovery.lines()])

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from hostlog.errors import SpoolFullError
 from hostlog.record import Record
@@ -54,13 +54,17 @@ class WriterStats:
 class SpoolWriter:
     def __init__(self, spool: Spool, *, fsync: str = "batch", fsync_interval: float = 0.05,
                  max_pending: int = 200_000, frame_records: int = 16_384,
-                 frame_bytes: int = 4 << 20) -> None:
+                 frame_bytes: int = 4 << 20,
+                 note_position: Callable[[str, int, Any], None] | None = None) -> None:
         self.spool = spool
         self.fsync = fsync
         self.fsync_interval = fsync_interval
         self.max_pending = max_pending
         self.frame_records = frame_records
         self.frame_bytes = frame_bytes
+        # records a source position with the seq it ends at, before the frame
+        # is written (see agent/checkpoints.py): exactly once across kill -9
+        self.note_position = note_position
         self.stats = WriterStats()
         self.accepted_seq = spool.next_seq - 1
         self.durable_seq = spool.durable_seq
@@ -193,6 +197,7 @@ class SpoolWriter:
                 if taken:
                     records = [r for batch, _ in taken for r in batch]
                     with self._spool_lock:
+                        self._note_positions(taken)
                         last = self._append_blocking(records)
                         if self.fsync == "always" or (stopping and self.fsync == "batch"):
                             spool.sync()
@@ -239,6 +244,22 @@ class SpoolWriter:
                 spool.end_sync(seq)
             self.stats.syncs += 1
             self._report(seq, spool.durable_seq)
+
+    def _note_positions(self, taken: list[tuple[list[Record], OnDurable | None]]) -> None:
+        """For batches whose on_durable callback carries a source position
+        (``cb.position = (name, value)``), record each source's newest
+        position with the seq its batch will end at, before the frame is written."""
+        if self.note_position is None:
+            return
+        seq = self.spool.next_seq - 1
+        newest: dict[str, tuple[int, Any]] = {}
+        for batch, cb in taken:
+            seq += len(batch)
+            position = getattr(cb, "position", None)
+            if position is not None:
+                newest[position[0]] = (seq, position[1])
+        for name, (last, value) in newest.items():
+            self.note_position(name, last, value)
 
     def _append_blocking(self, records: list[Record]) -> int:
         """Append, waiting while the spool is full and on_full = block."""

@@ -55,6 +55,9 @@ class DurableCheckpoint:
                 self._save_latest()
             elif self._running is None:
                 self._start()
+        # the spool writer records this position with the frame's seq before
+        # writing it, so a restart after kill -9 resumes exactly there
+        durable.position = (self.name, value)  # type: ignore[attr-defined]
         return durable
 
     def _start(self) -> None:
