@@ -1,0 +1,294 @@
+"""The section models and the whole file's model, :class:`Config`.
+
+The ``[[source]]`` models live in :mod:`hostlog.config.sources` and ``[[app]]``
+in :mod:`hostlog.config.apps`; the rest, and the checks across sections, are here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Collection, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+
+from hostlog.config.apps import App
+from hostlog.config.endpoints import _UNIX_PATH_MAX, Endpoint, parse_endpoint, parse_host_port
+from hostlog.config.errors import _problems
+from hostlog.config.fields import AbsPath, Duration, Name, PositiveDuration, Size, _at_least_size, _not_a_string, _Section, _url
+from hostlog.config.sources import Source, SyslogSource
+from hostlog.config.units import format_size
+
+# --------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------
+
+
+def default_state_dir() -> Path:
+    """The state directory when none is configured: /var/lib/hostlog for root,
+    else ``$XDG_STATE_HOME/hostlog`` (``~/.local/state/hostlog`` when unset)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/hostlog")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says to ignore a relative value.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "hostlog"
+
+
+class Agent(_Section):
+    """``[agent]``: identity of this agent and where it keeps its state."""
+
+    hostname: str = Field(default_factory=socket.gethostname)
+    """Host name put on every record this agent originates."""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    """Spool, checkpoints, cursors and agent id live here. A relative path is
+    resolved against the current directory when the config is read."""
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not value or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("must be a non-empty host name without spaces")
+        return value
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_not_empty(cls, value: Any) -> Any:
+        # Path("") is ".", which would silently put the spool in the cwd.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        # abspath, not resolve(): keep symlinks as the operator wrote them.
+        return Path(os.path.abspath(value))
+
+
+class Spool(_Section):
+    """``[spool]``: the on-disk, encrypted store of accepted records."""
+
+    max_bytes: Size = 10 * 1024**3
+    """Retention: total size of all segments; the oldest sealed segments go first."""
+    max_age: Duration = 30 * 86400.0
+    """Retention: segments whose newest record is older than this go; 0 disables."""
+    segment_bytes: Annotated[Size, _at_least_size(64 * 1024)] = 64 * 1024**2
+    """The active segment is sealed and a new one started at this size."""
+    fsync: Literal["batch", "always", "never"] = "batch"
+    """batch: group commit every fsync_interval; always: sync every write; never: leave it to the OS."""
+    fsync_interval: PositiveDuration = 0.05
+    """Longest time an accepted record waits for its sync with fsync = "batch"."""
+    on_full: Literal["block", "drop_oldest"] = "block"
+    """At max_bytes with unacknowledged data: block writers, or drop the oldest segment (counted)."""
+    key_file: AbsPath | None = None
+    """Master key file (created 0600 on first start); None means <state_dir>/spool.key."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Spool:
+        if self.max_bytes < self.segment_bytes:
+            raise _problems(
+                (
+                    ("max_bytes",),
+                    f"must be at least segment_bytes ({format_size(self.segment_bytes)}), "
+                    f"got {format_size(self.max_bytes)}",
+                )
+            )
+        return self
+
+
+class Forward(_Section):
+    """``[[forward]]``: a destination this agent ships its spool to."""
+
+    name: Name
+    """Unique name; the destination's acknowledged cursor is kept under it."""
+    targets: Annotated[
+        list[Annotated[str, _url(("tcp", "tls"))]],
+        _not_a_string("targets", 'a list of URLs, e.g. ["tls://central-1:7514"], not a string'),
+        Field(min_length=1),
+    ]
+    """Peers: tcp://HOST:PORT or tls://HOST:PORT."""
+    mode: Literal["failover", "replicate"] = "failover"
+    """failover: one target at a time, in order; replicate: all targets at once."""
+    min_acks: Annotated[int, Field(ge=1)] = 1
+    """replicate: a chunk is acknowledged once this many targets have it durable."""
+    window: Annotated[int, Field(ge=1)] = 64
+    """Chunks in flight without an ack, per target."""
+    token: str | None = None
+    """Shared token presented to the receiver (instead of, or besides, a client certificate)."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The ``targets`` URLs, parsed."""
+        return [parse_endpoint(url, ("tcp", "tls")) for url in self.targets]
+
+    @model_validator(mode="after")
+    def _acks(self) -> Forward:
+        if self.min_acks > len(self.targets):
+            raise _problems(
+                (("min_acks",), f"must not exceed the number of targets ({len(self.targets)}), got {self.min_acks}")
+            )
+        if self.mode == "failover" and self.min_acks > 1:
+            raise _problems((("min_acks",), 'min_acks above 1 needs mode = "replicate"'))
+        return self
+
+
+class Receiver(_Section):
+    """``[receiver]``: accept records from other agents (makes this agent a central node)."""
+
+    listen: Annotated[str, _url(("tcp", "tls"))]
+    """tcp://HOST:PORT or tls://HOST:PORT."""
+    token: Annotated[str, Field(min_length=1)] | None = None
+    """If set, peers must present this token."""
+
+    def endpoint(self) -> Endpoint:
+        """The ``listen`` URL, parsed."""
+        return parse_endpoint(self.listen, ("tcp", "tls"))
+
+
+class Tls(_Section):
+    """``[tls]``: certificates for every tls:// listener and target."""
+
+    ca: AbsPath | None = None
+    """CA bundle to verify peers; default: the system's trust store."""
+    cert: AbsPath | None = None
+    """This agent's certificate chain (PEM)."""
+    key: AbsPath | None = None
+    """Its private key (PEM)."""
+    require_client_cert: bool = False
+    """tls:// listeners demand a client certificate signed by ``ca``."""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Tls:
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise _problems(((missing,), "cert and key must be given together"))
+        if self.require_client_cert and self.ca is None:
+            raise _problems((("ca",), "require_client_cert needs ca (the CA that signs client certificates)"))
+        return self
+
+
+def _check_unix_path(value: Path | None) -> Path | None:
+    if value is not None and len(os.fsencode(value)) > _UNIX_PATH_MAX:
+        raise ValueError(f"unix socket paths are limited to {_UNIX_PATH_MAX} bytes")
+    return value
+
+
+def _check_metrics(value: str | None) -> str | None:
+    if value is not None:
+        parse_host_port(value, what="metrics address")
+    return value
+
+
+class Control(_Section):
+    """``[control]``: the local control socket (``hostlog ctl``) and metrics."""
+
+    socket: Annotated[AbsPath | None, AfterValidator(_check_unix_path)] = None
+    """Unix socket for ``hostlog ctl``. Default (filled in when the config is read):
+    /run/hostlog/control.sock for root, else $XDG_RUNTIME_DIR/hostlog/control.sock,
+    else <state_dir>/control.sock."""
+    metrics: Annotated[str | None, AfterValidator(_check_metrics)] = None
+    """HOST:PORT of the Prometheus endpoint; None: no metrics endpoint."""
+
+
+def _default_control_socket(state_dir: Path) -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/hostlog/control.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime):
+        return Path(runtime) / "hostlog" / "control.sock"
+    return state_dir / "control.sock"
+
+
+def _array_of_tables(key: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, dict):
+            raise ValueError(f"write [[{key}]] (an array of tables), not [{key}]")
+        return value
+
+    return BeforeValidator(check)
+
+
+class Config(_Section):
+    """The whole file. TOML keys ``source``, ``app``, ``forward`` (arrays of tables)
+    map to the attributes ``sources``, ``apps``, ``forwards``."""
+
+    agent: Agent = Field(default_factory=Agent)
+    """``[agent]``."""
+    spool: Spool = Field(default_factory=Spool)
+    """``[spool]``."""
+    sources: Annotated[list[Source], _array_of_tables("source")] = Field(default_factory=list, alias="source")
+    """``[[source]]`` entries, in file order; each has its ``name`` filled in."""
+    apps: Annotated[list[App], _array_of_tables("app")] = Field(default_factory=list, alias="app")
+    """``[[app]]`` entries."""
+    forwards: Annotated[list[Forward], _array_of_tables("forward")] = Field(default_factory=list, alias="forward")
+    """``[[forward]]`` entries."""
+    receiver: Receiver | None = None
+    """``[receiver]``; None: this agent accepts nothing from peers."""
+    tls: Tls | None = None
+    """``[tls]``; None: no certificates (tls:// targets verify with the system CAs)."""
+    control: Control = Field(default_factory=Control)
+    """``[control]``; ``control.socket`` is always set after validation."""
+
+    @property
+    def spool_dir(self) -> Path:
+        """``<state_dir>/spool``."""
+        return self.agent.state_dir / "spool"
+
+    def spool_key_file(self) -> Path:
+        """``spool.key_file``, or ``<state_dir>/spool.key`` when unset."""
+        return self.spool.key_file if self.spool.key_file is not None else self.agent.state_dir / "spool.key"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        # Default names count per type, so adding a source of another type does
+        # not rename (and orphan the checkpoints of) the existing ones.
+        per_type: dict[str, int] = {}
+        generated: set[int] = set()
+        for i, source in enumerate(self.sources):
+            index = per_type.get(source.type, 0)
+            per_type[source.type] = index + 1
+            if source.name is None:
+                source.name = f"{source.type}-{index}"
+                generated.add(i)
+        problems += _duplicates("source", [s.name for s in self.sources], generated)
+        problems += _duplicates("app", [a.name for a in self.apps])
+        problems += _duplicates("forward", [f.name for f in self.forwards])
+        # A tls:// listener needs a certificate; a tls:// target can do with the system CAs.
+        has_cert = self.tls is not None and self.tls.cert is not None
+        for i, source in enumerate(self.sources):
+            if isinstance(source, SyslogSource):
+                for j, endpoint in enumerate(source.endpoints()):
+                    if endpoint.scheme == "tls" and not has_cert:
+                        problems.append(
+                            (("source", i, "listen", j), "a tls:// listener needs [tls] with cert and key")
+                        )
+        if self.receiver is not None and self.receiver.endpoint().scheme == "tls" and not has_cert:
+            problems.append((("receiver", "listen"), "a tls:// listener needs [tls] with cert and key"))
+        if problems:
+            raise _problems(*problems)
+        if self.control.socket is None:
+            self.control.socket = _default_control_socket(self.agent.state_dir)
+        return self
+
+
+def _duplicates(
+    key: str, names: list[str], generated: Collection[int] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """One problem per repeated name, naming the entry that had it first.
+
+    ``generated`` holds the indexes whose name was given by default, so the
+    message can say why an entry without ``name`` collides.
+    """
+    seen: dict[str, int] = {}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, name in enumerate(names):
+        if name not in seen:
+            seen[name] = i
+            continue
+        first = seen[name]
+        how = "also the default name of" if first in generated else "also used by"
+        hint = "; set a different name" if first in generated or i in generated else ""
+        problems.append(((key, i, "name"), f"duplicate {key} name {name!r} ({how} {key}[{first}]){hint}"))
+    return problems

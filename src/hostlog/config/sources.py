@@ -1,0 +1,152 @@
+"""The ``[[source]]`` models: syslog, journald and file, and their rate limit."""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from hostlog.config.endpoints import INET_SCHEMES, UNIX_SCHEMES, Endpoint, parse_endpoint
+from hostlog.config.fields import (
+    AbsPath,
+    Duration,
+    LineSize,
+    Name,
+    PositiveDuration,
+    Size,
+    _at_least_size,
+    _not_a_string,
+    _Section,
+    _url,
+)
+
+
+class RateLimit(_Section):
+    """A token bucket: ``rate`` messages per second on average, bursts up to ``burst``."""
+
+    rate: Annotated[float, Field(gt=0)]
+    """Messages per second allowed on average."""
+    burst: Annotated[int, Field(ge=1)] | None = None
+    """Bucket size; None means one second's worth (ceil(rate))."""
+
+    @model_validator(mode="after")
+    def _default_burst(self) -> RateLimit:
+        if self.burst is None:
+            self.burst = max(1, math.ceil(self.rate))
+        return self
+
+
+class SyslogSource(_Section):
+    """``[[source]] type = "syslog"``: a syslog receiver on one or more sockets."""
+
+    type: Literal["syslog"] = "syslog"
+    name: Name | None = None
+    """Stable name (checkpoints, metrics); default "syslog-N", N counting syslog sources from 0."""
+    listen: Annotated[
+        list[Annotated[str, _url(INET_SCHEMES + UNIX_SCHEMES)]],
+        _not_a_string("listen", 'a list of URLs, e.g. ["udp://127.0.0.1:5514"], not a string'),
+        Field(min_length=1),
+    ]
+    """Sockets: udp://, tcp://, tls:// HOST:PORT; unix:///path (datagram), unix-stream:///path."""
+    max_message: Annotated[Size, _at_least_size(480)] = 64 * 1024
+    """Longer messages are cut and marked (RFC 5424 requires receivers to take 480 octets)."""
+    rate_limit: RateLimit | None = None
+    """Limit for the whole source; excess is dropped, counted and summarised."""
+    per_host_rate_limit: RateLimit | None = None
+    """Limit per sending host (as seen on the socket)."""
+    app: str | None = None
+    """App name for messages that carry none."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The ``listen`` URLs, parsed."""
+        return [parse_endpoint(url) for url in self.listen]
+
+
+_MATCH_RE = re.compile(r"[A-Z0-9_]+=.*", re.DOTALL)
+
+
+def _check_match(value: str) -> str:
+    if not _MATCH_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid match {value!r}: expected FIELD=value with an upper-case journal field name, "
+            'e.g. "_SYSTEMD_UNIT=nginx.service"'
+        )
+    return value
+
+
+class JournaldSource(_Section):
+    """``[[source]] type = "journald"``: the systemd journal."""
+
+    type: Literal["journald"] = "journald"
+    name: Name | None = None
+    """Stable name (the cursor checkpoint is kept under it); default "journald-N"."""
+    directory: AbsPath | None = None
+    """Read the journal files in this directory instead of the system journal."""
+    matches: Annotated[
+        list[Annotated[str, AfterValidator(_check_match)]],
+        _not_a_string("matches", 'a list of "FIELD=value" strings, e.g. ["_SYSTEMD_UNIT=nginx.service"]'),
+    ] = Field(default_factory=list)
+    """Journal matches: different fields must all match, several values of one field are alternatives."""
+    start: Literal["now", "beginning"] = "now"
+    """Where the first start reads from when there is no cursor checkpoint yet."""
+
+
+def _check_glob(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path or glob, got {value!r}")
+    return value
+
+
+class FileSource(_Section):
+    """``[[source]] type = "file"``: tail files matched by globs."""
+
+    type: Literal["file"] = "file"
+    name: Name | None = None
+    """Stable name (file offsets are checkpointed under it); default "file-N"."""
+    paths: Annotated[
+        list[Annotated[str, AfterValidator(_check_glob)]],
+        _not_a_string("paths", 'a list of absolute paths or globs, e.g. ["/var/log/nginx/*.log"], not a string'),
+        Field(min_length=1),
+    ]
+    """Absolute paths or globs (``*``, ``?``, ``[...]``, ``**``), re-evaluated as directories change."""
+    app: str | None = None
+    """App name put on the records; default: the file's name."""
+    start: Literal["end", "beginning"] = "end"
+    """Where to start in a file seen for the first time."""
+    max_line: LineSize = 64 * 1024
+    """Longer lines are split and marked."""
+    multiline_start: str | None = None
+    """A regex; a line that does not match it is joined to the previous record."""
+    encoding: str = "utf-8"
+    """Encoding of the files; lines that do not decode are kept as bytes."""
+    poll_interval: PositiveDuration = 1.0
+    """Safety-net poll besides inotify."""
+    flush_timeout: PositiveDuration = 5.0
+    """A partial last line (no newline yet) or an open multiline record is emitted after this long without new data."""
+    rotate_wait: Duration = 5.0
+    """A rotated or deleted file is read until it has been quiet this long, then closed."""
+
+    @field_validator("multiline_start")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {value!r}: {e}") from None
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+
+Source = Annotated[Union[SyslogSource, JournaldSource, FileSource], Field(discriminator="type")]
