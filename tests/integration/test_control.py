@@ -46,8 +46,8 @@ LOOP = {"run": asyncio.run}
 def event_loop_kind(request):
     """Both loops: the agent runs on uvloop when it is installed (SO_PEERCRED goes
     through uvloop's socket wrapper there)."""
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop is not installed")
+    if request.param == "uvloop":
+        need(uvloop is not None, "uvloop (a dependency of hostlog)")
     LOOP["run"] = uvloop.run if request.param == "uvloop" else asyncio.run
     yield request.param
     LOOP["run"] = asyncio.run

@@ -21,6 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import need
+
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process import AppError, ProcessSupervisor
@@ -42,8 +44,8 @@ LOOP = {"run": asyncio.run}
 @pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
 def event_loop_kind(request):
     """Every test on both loops: the agent runs on uvloop when it is installed."""
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop is not installed")
+    if request.param == "uvloop":
+        need(uvloop is not None, "uvloop (a dependency of hostlog)")
     LOOP["run"] = uvloop.run if request.param == "uvloop" else asyncio.run
     yield request.param
     LOOP["run"] = asyncio.run
