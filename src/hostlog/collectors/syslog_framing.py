@@ -168,7 +168,9 @@ class SyslogFramer:
                 buf.clear()
             if cr:
                 parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
-            if len(data) + len(parts[0]) > self.max_message:
+            # (len(data) + len(parts[0]) bounds every line; max() is C-level)
+            if len(data) + len(parts[0]) > self.max_message \
+                    and max(map(len, parts)) > self.max_message:
                 self._emit_long(parts, out)
             else:
                 out.extend(filter(None, parts))  # empty lines carry nothing

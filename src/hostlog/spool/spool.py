@@ -21,18 +21,23 @@ import fcntl
 import os
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, contains
 from pathlib import Path
 from typing import Sequence
 
 from hostlog.errors import SpoolError, SpoolFullError, SpoolLockedError
-from hostlog.record import Record, encode_chunk
+from hostlog.record import Record, encode_columns, record_columns
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, app_bloom_bits
 from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
 from hostlog.spool.state import fsync_dir, read_json, write_json
 
 SPOOL_FORMAT = 1
+
+_ORIGIN = attrgetter("origin")
 
 
 @dataclass(slots=True)
@@ -214,34 +219,50 @@ class Spool:
                                      f"max_bytes {self.max_bytes}) and unacknowledged data "
                                      f"must be kept (on_full = block)")
         first = active.next_seq
+        n = len(records)
+        end = first + n
         origin = self.agent_id
-        seq = first
-        for r in records:
-            if not r.origin:
-                r.origin = origin
-                r.seq = seq
-            seq += 1
-        ts = [r.ts for r in records]
+        if not any(map(_ORIGIN, records)):
+            # the usual case: every record is new here and takes this spool's
+            # identity; stamped by C-level maps, not a Python loop per record
+            deque(map(setattr, records, repeat("origin", n), repeat(origin, n)), 0)
+            deque(map(setattr, records, repeat("seq", n), range(first, end)), 0)
+        else:
+            seq = first
+            for r in records:
+                if not r.origin:
+                    r.origin = origin
+                    r.seq = seq
+                seq += 1
+        # one pass per attribute, shared by the index entry and the chunk
+        columns = record_columns(records)
+        ts, _, _, apps, _, severities, _, _, fields, _, _ = columns
         severity_mask = 0
-        for s in {r.severity for r in records}:
+        for s in set(severities):
             severity_mask |= 1 << (s & 7)
-        # a journald record may carry PRIORITY values its severity does not
-        # show (several, or "06"); `query -p` matches those too, so they count
-        for r in records:
-            if r.fields and "PRIORITY" in r.fields:
-                raw = r.fields["PRIORITY"]
-                for v in raw if isinstance(raw, list) else [raw]:
-                    text = v if isinstance(v, str) else v.decode("latin-1")
-                    severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
         # The frame's app filter covers apps and systemd units, the two things
         # `hostlog query -u` matches.
-        names = {r.app for r in records}
-        names.update(r.fields.get("_SYSTEMD_UNIT") for r in records if r.fields)
+        names = set(apps)
+        try:
+            has_priority = any(map(contains, fields, repeat("PRIORITY", n)))
+            names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT", n)))
+        except TypeError:  # fields that are not a dict: look one by one
+            has_priority = True
+            names.update(r.fields.get("_SYSTEMD_UNIT") for r in records if r.fields)
+        # a journald record may carry PRIORITY values its severity does not
+        # show (several, or "06"); `query -p` matches those too, so they count
+        if has_priority:
+            for r in records:
+                if r.fields and "PRIORITY" in r.fields:
+                    raw = r.fields["PRIORITY"]
+                    for v in raw if isinstance(raw, list) else [raw]:
+                        text = v if isinstance(v, str) else v.decode("latin-1")
+                        severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
         bloom = 0
         for name in names:
             if isinstance(name, str):
                 bloom |= app_bloom_bits(active.keys.bloom_key, name)
-        active.append(encode_chunk(records), first_seq=first, count=len(records),
+        active.append(encode_columns(columns), first_seq=first, count=n,
                       ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
                       app_bloom=bloom)
         info = self.segments[-1]
@@ -249,7 +270,7 @@ class Spool:
         if active.size >= self.segment_bytes or (
                 time.time_ns() - active.header.created_ns > self.segment_age * 1e9):
             self.rotate()
-        return first, seq - 1
+        return first, end - 1
 
     def sync(self) -> int:
         """Make everything accepted durable; returns the durable seq."""
