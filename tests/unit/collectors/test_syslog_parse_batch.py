@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors import syslog_parse
+from hostlog.collectors import syslog_parse, syslog_parse_batch
 from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import parse_message, parse_messages
 from hostlog.record import Record, encode_chunk
@@ -49,7 +49,7 @@ def assert_same(raws: list[bytes], *, received_ns: int = RECEIVED_NS,
 
 def _batch_taken(raws: list[bytes]) -> bool:
     """Whether the batch path (not the per-message fallback) read this batch."""
-    return syslog_parse._parse_batch(raws, RECEIVED_NS, "relay", None) is not None
+    return syslog_parse_batch._parse_batch(raws, RECEIVED_NS, "relay", None) is not None
 
 
 # --- examples ---------------------------------------------------------------
