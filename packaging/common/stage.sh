@@ -128,6 +128,16 @@ for script in "$venv"/bin/*; do
   fi
 done
 
+# Modules of third-party packages that open with a #! line are imported,
+# never run: the line only makes them look like scripts with a foreign
+# interpreter. Blank it (keeping line numbers for tracebacks).
+find "$venv"/lib/python*/site-packages -name '*.py' ! -perm -u+x -print0 |
+  while IFS= read -r -d '' module; do
+    if head -c 2 "$module" | grep -q '^#!'; then
+      sed -i '1s|^#!.*$||' "$module"
+    fi
+  done
+
 # Bytecode, compiled for the final path (tracebacks name /opt/hostlog/...), with
 # hash-checked invalidation so it stays valid whatever the packager does to
 # mtimes. The agent runs as a user that cannot write /opt/hostlog: without
