@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
+import re
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
 from hostlog.cli.main import add_spool_location, spool_location
-from hostlog.query.output import MODES as OUTPUT_MODES
+from hostlog.query.modes import MODES as OUTPUT_MODES
 
 DEFAULT_PAGER = "less"
 DEFAULT_LESS = "FRSXMK"  # journalctl's: quit at one screen, raw colours, chop long lines
@@ -40,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--host", action="append", default=[], help="records of this host")
     p.add_argument("--source", action="append", default=[],
                    help="records of this source (syslog, journald, file, process, ...)")
-    p.add_argument("-n", "--lines", nargs="?", type=int, const=10, default=None, metavar="N",
-                   help="the last N records (10 if N is left out)")
+    p.add_argument("-n", "--lines", nargs="?", type=_lines, const=10, default=None, metavar="N",
+                   help="the last N records (10 if N is left out, 'all' for no limit)")
     p.add_argument("-r", "--reverse", action="store_true", help="newest first")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     p.add_argument("-o", "--output", default="short", choices=OUTPUT_MODES, metavar="MODE",
@@ -56,12 +55,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="show long and binary fields in full")
     p.add_argument("--no-pager", action="store_true", help="never start a pager")
     p.add_argument("-q", "--quiet", action="store_true", help="no informational messages")
+    # `-S -1h`, `-U -5min`: journalctl takes a relative time after an option
+    # as its value; argparse would take anything starting with "-" for an
+    # option unless it looks like a negative number, so make "-<digit>..." one.
+    p._negative_number_matcher = re.compile(r"^-\d")
+
+
+ALL_LINES = -1  # -n all
+
+
+def _lines(value: str) -> int:
+    if value == "all":
+        return ALL_LINES
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of lines: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of lines: {value!r}")
+    return n
 
 
 def build_query(args: argparse.Namespace):  # -> hostlog.query.filters.Query
     from hostlog.query.filters import Query, compile_grep, parse_matches
     from hostlog.query.priority import parse_priority, selects_all
-    from hostlog.query.timespec import parse_timestamp
 
     now = time.time_ns()
     query = Query(units=args.unit, identifiers=args.identifier, hosts=args.host,
@@ -70,6 +87,8 @@ def build_query(args: argparse.Namespace):  # -> hostlog.query.filters.Query
         allowed = parse_priority(args.priority)
         # all eight levels: journalctl adds no match, so records without a priority show too
         query.priorities = None if selects_all(allowed) else allowed
+    if args.since or args.until:
+        from hostlog.query.timespec import parse_timestamp
     if args.since:
         query.since_ns = parse_timestamp(args.since, now_ns=now, utc=args.utc)
     if args.until:
@@ -89,6 +108,9 @@ def pager(enabled: bool) -> Iterator[BinaryIO]:
     if not enabled:
         yield sys.stdout.buffer
         return
+    import shlex
+    import subprocess
+
     command = os.environ.get("HOSTLOG_PAGER") or os.environ.get("PAGER") or DEFAULT_PAGER
     env = dict(os.environ)
     env.setdefault("LESS", DEFAULT_LESS)
@@ -112,16 +134,19 @@ def pager(enabled: bool) -> Iterator[BinaryIO]:
 
 def run(args: argparse.Namespace) -> int:
     from hostlog.query.output import Formatter
-    from hostlog.query.priority import PriorityError
-    from hostlog.query.timespec import TimeSpecError
     from hostlog.spool.reader import SpoolReader
 
     try:
         query = build_query(args)
-    except (ValueError, PriorityError, TimeSpecError) as exc:
+    except ValueError as exc:  # PriorityError and TimeSpecError are ValueErrors
         print(f"hostlog query: {exc}", file=sys.stderr)
         return 1
-    directory, key_file = spool_location(args)
+    if args.directory:  # no need to load (and import) the config machinery
+        from pathlib import Path
+        directory = Path(args.directory)
+        key_file = Path(args.key_file) if args.key_file else None
+    else:
+        directory, key_file = spool_location(args)
     if args.disk_usage:
         total = sum(p.stat().st_size for p in (directory / "segments").glob("*.seg"))
         from hostlog.query.output import format_bytes
@@ -138,18 +163,55 @@ def run(args: argparse.Namespace) -> int:
     if tty and query.grep is not None:
         format_record = _highlighting(formatter, query.grep)
     lines = args.lines
-    if args.follow and lines is None:
+    if lines == ALL_LINES:
+        lines = None
+    elif args.follow and lines is None:
         lines = 10  # journalctl -f shows the last 10 first
+    reverse = args.reverse
+    if query.grep is not None and lines is not None and not args.follow:
+        # journalctl(1): "When used with --grep=, --reverse is implied" (-n
+        # counts matches from the end, and they are printed as found)
+        reverse = True
     with pager(tty and not args.no_pager and not args.follow) as out:
-        status = _print(reader, query, args, lines, format_record, out)
+        status = _print(reader, query, args, lines, reverse, formatter, format_record, out, tty)
     return status
 
 
-def _print(reader, query, args, lines, format_record, out: BinaryIO) -> int:
-    from hostlog.query.run import follow, select, write_records
+def _print(reader, query, args, lines, reverse, formatter, format_record, out: BinaryIO,
+           tty: bool) -> int:
+    from hostlog.query.run import Printer, last_seq, roomy_heap, select, write_records
 
-    pairs, newest = select(reader, query, lines=lines, reverse=args.reverse)
-    top = write_records(out, pairs, format_record)
+    # short and cat print neither cursor nor origin: records can come without
+    identity = not (args.output.startswith("short") or args.output == "cat")
+    boot_lines = not args.quiet and (args.output.startswith("short") or args.output == "verbose")
+    fast = formatter.fast_path() if format_record == formatter.format else None
+    columns = formatter.short_columns if fast is not None else None
+
+    def make_printer() -> Printer:
+        return Printer(format_record, boot_lines=boot_lines, color=tty, fast=fast, columns=columns)
+
+    printer = make_printer()
+    top = 0
+    frames = None
+    if lines is None and not args.follow:
+        from hostlog.query.parallel import MIN_FRAMES, worker_count
+        workers = worker_count()
+        if workers > 1:
+            frames = [(seg.path, entry) for seg, entry in
+                      reader.frames_quick(reverse=reverse, test=query.frame_test,
+                                          since_ns=query.since_ns, until_ns=query.until_ns)]
+            if len(frames) < MIN_FRAMES:
+                frames = None
+    if frames is not None:
+        from hostlog.query.parallel import write_parallel
+        roomy_heap()
+        _, top = write_parallel(out, reader, query, frames, make_printer, reverse=reverse,
+                                identity=identity, workers=workers)
+        newest = last_seq(reader)
+    else:
+        pieces, newest = select(reader, query, lines=lines, reverse=reverse, identity=identity,
+                                columnar=columns is not None)
+        top = write_records(out, pieces, printer)
     for damage in reader.damage:
         print(f"hostlog query: skipped damaged data: {damage}", file=sys.stderr)
     if not top and not args.follow:
@@ -161,9 +223,10 @@ def _print(reader, query, args, lines, format_record, out: BinaryIO) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
 
         def emit(record) -> None:
-            out.write(format_record(record))
+            out.write(printer.record(record))
             out.flush()
 
+        from hostlog.query.run import follow
         follow(reader, query, max(top, newest), emit, should_stop=lambda: stop["now"])
     return 0
 
@@ -186,7 +249,8 @@ def _distinct(reader, query, args) -> int:
     from hostlog.query.run import iter_selected
 
     seen: dict[bytes, None] = {}
-    for _, r in iter_selected(reader, query):
+    identity = args.field in ("__CURSOR", "_HOSTLOG_ORIGIN", "_HOSTLOG_SEQ")
+    for _, r in iter_selected(reader, query, identity=identity):
         if args.list_apps:
             values = [r.app.encode()]
         elif args.list_hosts:

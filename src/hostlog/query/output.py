@@ -28,6 +28,12 @@ shared/corpora/journald (tests/unit/query/test_output.py):
 journalctl; ``--output-fields`` limits everything else in json, export, verbose
 and cat. Not supported: ``short-monotonic``, ``short-delta``, ``with-unit``
 (records from non-journal sources have no monotonic clock or unit).
+
+Speed: the short layouts have a fast path for the common record (one
+printable line, nothing raw in its journal view): :meth:`Formatter.fast_path`
+for Records, and :meth:`Formatter.short_columns`, which prints straight from
+a chunk's columns without building Records. Both give the same bytes as
+:meth:`Formatter.format` (tests/unit/query/test_columns.py checks that).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Callable
 
 from hostlog.query.journal_fields import (
+    ABSENT_FIELD,
     HEADER_FIELDS,
     field_values,
     format_cursor,
@@ -45,13 +53,12 @@ from hostlog.query.journal_fields import (
     record_to_journal,
     to_entry,
 )
+from hostlog.query.modes import MODES
 from hostlog.record import Record
 
 __all__ = ["MODES", "Formatter", "format_bytes"]
 
-MODES = ("short", "short-full", "short-iso", "short-iso-precise", "short-precise",
-         "short-unix", "json", "json-pretty", "json-sse", "json-seq", "cat",
-         "verbose", "export")
+
 
 # systemd terminal-util.h (v252) colours, applied by get_log_colors().
 ANSI_HIGHLIGHT_RED = b"\x1b[0;1;31m"
@@ -71,6 +78,21 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _ANSI_SGR = re.compile(rb"\x1b\[[0-9;]*m")
 _ALWAYS = frozenset(HEADER_FIELDS)
+# Fields whose presence means the journal view of a record is not simply its
+# attributes (a raw or missing core value): such records take the general path.
+_RAW_CORE = frozenset({"_HOSTNAME", "PRIORITY", "SYSLOG_FACILITY", "SYSLOG_IDENTIFIER", "_PID",
+                       "MESSAGE", "__REALTIME_TIMESTAMP", ABSENT_FIELD})
+# What makes a one-line text message need the general path in short output:
+# a line break, TAB, ESC, or anything utf8_is_printable() refuses.
+_SHORT_SLOW = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(1, 17)) + "]")
+_JSON_NOT_PRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(1, 17)) + "]")
+_STAMP_CACHE_MAX = 4096
+_RAW_CORE_BYTES = frozenset(name.encode() for name in _RAW_CORE)
+# the ASCII characters utf8_is_printable() refuses, and TAB and LF, which the
+# short layouts change: an ASCII message without them prints as it is
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
 
 
 def log_colors(priority: int) -> tuple[bytes, bytes, bytes]:
@@ -157,6 +179,12 @@ class Formatter:
         self._cat_fields = list(dict.fromkeys(output_fields)) if output_fields else ["MESSAGE"]
         self.all_fields = all_fields
         self.color = color
+        self._stamps: dict[int, tuple[str | None, str]] = {}
+        self._printable_cache: dict[str, bool] = {}
+        self._who: dict[tuple[str, str], str] = {}
+        self._second_stamps: dict[int, str] = {}
+        # modes whose stamp shows the microseconds: not cached per second
+        self._precise = mode in ("short-precise", "short-iso-precise", "short-unix")
         if mode.startswith("short"):
             self._format = self._short
         elif mode.startswith("json"):
@@ -164,6 +192,14 @@ class Formatter:
         else:
             self._format = {"cat": self._cat, "verbose": self._verbose,
                             "export": self._export}[mode]
+
+    def fast_path(self):  # -> Callable[[Record], bytes | None] | None
+        """A formatter for the common record that returns None for any other
+        (for which :meth:`format` is then called), or None if this mode has
+        none. The same bytes as :meth:`format`, with less work."""
+        if self.mode.startswith("short") and not self.color and not self.all_fields:
+            return self._short_plain
+        return None
 
     def format(self, record: Record, *, highlight: tuple[int, int] | None = None) -> bytes:
         """The bytes journalctl would print for this record (may be empty).
@@ -205,6 +241,45 @@ class Formatter:
         frac_text = f".{frac:06d}" if mode == "short-iso-precise" else ""
         return f"{date}T{hms}{frac_text}{zone}"
 
+    def _cached_timestamp(self, usec: int) -> str:
+        """_timestamp(), from a cached rendering of the minute: records come
+        close together in time, and localtime() is most of the work."""
+        mode = self.mode
+        if mode == "short-unix":
+            return self._timestamp(usec)
+        sec, frac = divmod(usec, 1_000_000)
+        minute, second = divmod(sec, 60)
+        parts = self._stamps.get(minute)
+        if parts is None:
+            parts = self._minute_parts(minute * 60)
+            if len(self._stamps) >= _STAMP_CACHE_MAX:
+                self._stamps.clear()
+            self._stamps[minute] = parts
+        if parts[0] is None:  # a minute that is not a local minute (zone change in it)
+            return self._timestamp(usec)
+        if mode == "short-precise" or mode == "short-iso-precise":
+            return f"{parts[0]}{second:02d}.{frac:06d}{parts[1]}"
+        return f"{parts[0]}{second:02d}{parts[1]}"
+
+    def _minute_parts(self, start: int) -> tuple[str | None, str]:
+        """(text before the seconds, text after them) of the stamps of the
+        minute from ``start``, or (None, "") if its local seconds are not
+        0..59 of one local minute (an offset with seconds, a change inside)."""
+        first, last = self._tm(start), self._tm(start + 59)
+        if (first.tm_sec != 0 or last.tm_sec != 59 or last.tm_min != first.tm_min
+                or first.tm_gmtoff != last.tm_gmtoff or first.tm_zone != last.tm_zone):
+            return None, ""
+        text = self._timestamp(start * 1_000_000)
+        if self.mode in ("short", "short-precise"):
+            prefix = text[:-2] if self.mode == "short" else text[:-9]
+            return prefix, ""
+        if self.mode in ("short-iso", "short-iso-precise"):
+            cut = text.index("T") + 7  # "T" + "HH:MM:"
+            return text[:cut], text[-5:]  # the zone, "+hhmm"
+        # short-full: "Tue 2023-11-14 22:13:20 UTC"
+        cut = text.index(":") + 4
+        return text[:cut], text[cut + 2:]
+
     def _verbose_timestamp(self, usec: int) -> str:
         if usec > USEC_TIMESTAMP_FORMATTABLE_MAX:
             return "--- XXXX-XX-XX XX:XX:XX.XXXXXX" + (" UTC" if self.utc else "")
@@ -223,12 +298,223 @@ class Formatter:
         return record.ts // 1000
 
     # -- short family ---------------------------------------------------------------
+    def _printable_short(self, value: str) -> bool:
+        """_shall_print() for a text value, remembered (hosts and apps repeat)."""
+        ok = self._printable_cache.get(value)
+        if ok is None:
+            if len(self._printable_cache) > _STAMP_CACHE_MAX:
+                self._printable_cache.clear()
+            ok = _shall_print(value.encode("utf-8", "surrogateescape"), False)
+            self._printable_cache[value] = ok
+        return ok
+
+    def _short_fast(self, record: Record) -> bytes | None:
+        """The short line of a plain record (one printable line of text,
+        nothing raw or missing in its journal view), or None for the general
+        path. Same bytes as the general path, several times faster."""
+        if self.color or self.all_fields:
+            return None
+        return self._short_plain(record)
+
+    def _short_plain(self, record: Record) -> bytes | None:
+        msg = record.msg
+        # str.isprintable() refuses every control character, TAB, LF, ESC and
+        # the non-characters: a quick yes; the exact class decides otherwise
+        if msg.__class__ is not str or (not msg.isprintable() and _SHORT_SLOW.search(msg) is not None):
+            return None
+        fields = record.fields
+        usec = record.ts // 1000
+        fake = None
+        if fields:
+            if not _RAW_CORE.isdisjoint(fields):
+                return None
+            src = fields.get("_SOURCE_REALTIME_TIMESTAMP")
+            if src is not None:
+                if src.__class__ is not str:
+                    return None
+                if src.isascii() and src.isdigit() and len(src) < 21 and 0 < int(src) < 2**64 - 1:
+                    usec = int(src)
+            if record.pid is None:
+                fake = fields.get("SYSLOG_PID")
+        # " host ident" (or None: the general path knows about _COMM and
+        # "unknown"), remembered per pair: there are few
+        key = (record.host, record.app)
+        who = self._who.get(key)
+        if who is None:
+            who = self._who_of(*key)
+        if not who:
+            return None
+        sec, frac = divmod(usec, 1_000_000)
+        minute, second = divmod(sec, 60)
+        parts = self._stamps.get(minute)
+        if parts is None or parts[0] is None or usec > USEC_TIMESTAMP_FORMATTABLE_MAX:
+            stamp = self._cached_timestamp(usec)
+        elif self._precise:
+            stamp = f"{parts[0]}{second:02d}.{frac:06d}{parts[1]}"
+        else:
+            stamp = f"{parts[0]}{second:02d}{parts[1]}"
+        if record.pid is not None:
+            line = f"{stamp}{who}[{record.pid}]: {msg}\n"
+        elif fake is None:
+            line = f"{stamp}{who}: {msg}\n"
+        elif fake.__class__ is str and self._printable_short(fake):
+            line = f"{stamp}{who}[{fake}]: {msg}\n"
+        elif fake.__class__ is str:
+            line = f"{stamp}{who}: {msg}\n"
+        else:
+            return None
+        try:
+            return line.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: not text after all
+            return None
+
+    def short_columns(self, cols, idx: list[int], verify: Callable[[Record], bool],
+                      identity: bool) -> tuple[list[bytes], list[str | None], list[int]]:
+        """The short lines of the records ``idx`` of a chunk, read from its
+        columns (hostlog.query.columns.FrameColumns) without building Records
+        for the plain ones; the others (a raw or missing core field, a
+        message that is not one printable line, ...) are built and go through
+        ``verify`` and :meth:`format`. ``verify`` may only refuse records with
+        a raw or missing core field (Query.verify: PRIORITY, MESSAGE); the
+        plain ones are not passed to it. Returns the lines, each record's boot
+        (for the boot separator) and the indices kept, in ``idx`` order.
+
+        Only for the short modes without colours (see :meth:`fast_path`).
+        """
+        from hostlog.query.columns import APP, FIELDS, HOST, PID
+
+        msgs, ts = cols.msgs(), cols.ts()
+        hosts, apps, pids = cols.column(HOST), cols.column(APP), cols.column(PID)
+        fields = cols.some(FIELDS, idx, raw=True)
+        strings = cols.strings
+        who_of: dict[int, str] = {}  # per chunk: host and app are indices into its strings
+        boot_of: dict[bytes, str | None] = {}
+        stamp_of = self._second_stamps
+        if len(stamp_of) > _STAMP_CACHE_MAX:
+            stamp_of.clear()
+        precise = self._precise
+        raw_core = _RAW_CORE_BYTES
+        slow = _SHORT_SLOW.search
+        lines: list[bytes | None] = []
+        boots: list[str | None] = []
+        add_line, add_boot = lines.append, boots.append
+        later: list[int] = []  # positions in lines of the records done the long way
+        # ASCII messages are checked for control characters all at once, after
+        # the loop (str.isprintable() goes character by character)
+        ascii_at: list[int] = []
+        ascii_msgs: list[str] = []
+        for k, i in enumerate(idx):
+            f = fields[k]
+            msg = msgs[i]
+            if msg.__class__ is not str or (f and not raw_core.isdisjoint(f)):
+                later.append(k)
+                add_line(None)
+                add_boot(None)
+                continue
+            if msg.isascii():
+                ascii_at.append(k)
+                ascii_msgs.append(msg)
+            elif not msg.isprintable() and slow(msg) is not None:
+                later.append(k)
+                add_line(None)
+                add_boot(None)
+                continue
+            usec = ts[i] // 1000
+            pid = pids[i]
+            boot = None
+            if f:
+                src = f.get(b"_SOURCE_REALTIME_TIMESTAMP")
+                if src is not None:
+                    if src.__class__ is not bytes:
+                        later.append(k)
+                        add_line(None)
+                        add_boot(None)
+                        continue
+                    if src.isdigit() and len(src) < 21 and 0 < int(src) < 2**64 - 1:
+                        usec = int(src)
+                raw_boot = f.get(b"_BOOT_ID")
+                if raw_boot.__class__ is bytes:  # (several values: no boot, as for records)
+                    boot = boot_of.get(raw_boot, "")
+                    if boot == "":
+                        boot = boot_of[raw_boot] = _boot_text(raw_boot)
+                if pid is None:
+                    fake = f.get(b"SYSLOG_PID")
+                    if fake is not None:
+                        if fake.__class__ is not bytes or not fake.isascii():
+                            later.append(k)
+                            add_line(None)
+                            add_boot(None)
+                            continue
+                        pid = fake.decode()
+                        if not self._printable_short(pid):
+                            pid = None
+            key = (hosts[i] << 32) | apps[i]
+            who = who_of.get(key)
+            if who is None:
+                who = who_of[key] = self._who.get((strings[hosts[i]], strings[apps[i]])) or \
+                    self._who_of(strings[hosts[i]], strings[apps[i]])
+            if not who or usec > USEC_TIMESTAMP_FORMATTABLE_MAX:
+                later.append(k)
+                add_line(None)
+                add_boot(None)
+                continue
+            if precise:
+                stamp = self._cached_timestamp(usec)
+            else:
+                sec = usec // 1_000_000
+                stamp = stamp_of.get(sec)
+                if stamp is None:
+                    stamp = stamp_of[sec] = self._cached_timestamp(sec * 1_000_000)
+            if pid is None:
+                add_line(f"{stamp}{who}: {msg}\n".encode())
+            else:
+                add_line(f"{stamp}{who}[{pid}]: {msg}\n".encode())
+            add_boot(boot)
+        joined = "".join(ascii_msgs).encode("ascii")
+        if len(joined.translate(None, _CONTROL_BYTES)) != len(joined):
+            # some ASCII message has a control character: find them one by one
+            for k, msg in zip(ascii_at, ascii_msgs):
+                if not msg.isprintable() and lines[k] is not None:
+                    later.append(k)
+                    lines[k] = None
+            later.sort()
+        kept = idx
+        if later:
+            records = cols.records([idx[k] for k in later], identity=identity)
+            dropped = set()
+            for k, r in zip(later, records):
+                if not verify(r):
+                    dropped.add(k)
+                    continue
+                lines[k] = self._short_plain(r) or self.format(r)
+                b = r.fields.get("_BOOT_ID") if r.fields else None
+                boots[k] = b if isinstance(b, str) and len(b) == 32 else None
+            if dropped:
+                keep = [k for k in range(len(idx)) if k not in dropped]
+                lines = [lines[k] for k in keep]
+                boots = [boots[k] for k in keep]
+                kept = [idx[k] for k in keep]
+        return lines, boots, kept  # type: ignore[return-value]
+
+    def _who_of(self, host: str, app: str) -> str:
+        who = ""
+        if app and self._printable_short(app):
+            who = (f" {host}" if host and self._printable_short(host) else "") + f" {app}"
+        if len(self._who) > _STAMP_CACHE_MAX:
+            self._who.clear()
+        self._who[(host, app)] = who
+        return who
+
     def _short(self, record: Record, highlight: tuple[int, int] | None) -> bytes:
+        if highlight is None:
+            fast = self._short_fast(record)
+            if fast is not None:
+                return fast
         message = _last(record, "MESSAGE")
         if message is None:
             return b""  # journalctl skips entries without MESSAGE
         all_fields = self.all_fields
-        head = self._timestamp(self._display_usec(record)).encode()
+        head = self._cached_timestamp(self._display_usec(record)).encode()
         parts = [head]
         n = len(head)
         host = _last(record, "_HOSTNAME")
@@ -307,9 +593,17 @@ class Formatter:
 
     def _json(self, record: Record, highlight: tuple[int, int] | None) -> bytes:
         obj: dict[str, object] = {}
-        for name, values in self._selected(record).items():
-            converted = [self._json_value(name, v) for v in values]
-            obj[name] = converted[0] if len(converted) == 1 else converted
+        wanted = self.output_fields
+        for name, value in record_to_journal(record).items():
+            if name.startswith("__") and name not in _ALWAYS:
+                continue
+            if wanted is not None and name not in _ALWAYS and name not in wanted:
+                continue
+            if isinstance(value, str):
+                obj[name] = self._json_text(name, value)
+            else:
+                converted = [self._json_value(name, v) for v in to_entry({name: value})[name]]
+                obj[name] = converted[0] if len(converted) == 1 else converted
         if self.mode == "json-pretty":
             return _pretty(obj).encode() + b"\n"
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
@@ -318,6 +612,18 @@ class Formatter:
         if self.mode == "json-sse":
             return b"data: " + text + b"\n\n"
         return text + b"\n"
+
+    def _json_text(self, name: str, value: str) -> object:
+        """_json_value() for a text value, without encoding it when it is short."""
+        if not self.all_fields and len(name) + 1 + 4 * len(value) >= JSON_THRESHOLD:
+            if len(name) + 1 + len(value.encode("utf-8", "surrogateescape")) >= JSON_THRESHOLD:
+                return None
+        if value.isascii():
+            if value.isprintable() or _JSON_NOT_PRINTABLE.search(value) is None:
+                return value
+        elif _JSON_NOT_PRINTABLE.search(value) is None and _valid_utf8(value):
+            return value
+        return self._json_value(name, value.encode("utf-8", "surrogateescape"))
 
     def _json_value(self, name: str, value: bytes) -> object:
         if not self.all_fields and len(name) + 1 + len(value) >= JSON_THRESHOLD:
@@ -357,6 +663,24 @@ class Formatter:
                     out.append(b"    " + on + key + b"=["
                                + format_bytes(len(value)).encode() + b" blob data]" + off + b"\n")
         return b"".join(out)
+
+
+def _boot_text(raw: bytes) -> str | None:
+    """A raw _BOOT_ID value as the boot separator takes it: text of 32
+    characters (binary, or any other length: no boot)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) == 32 else None
+
+
+def _valid_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
 
 
 def _pretty(value: object, prefix: str = "") -> str:

@@ -19,7 +19,8 @@ src/basic/parse-util.c, log_level_from_string()):
 * the filter works by adding ``PRIORITY=0`` … ``PRIORITY=N`` journal matches, so
   an entry without a PRIORITY field (or with a value other than one digit 0-7)
   is *not* shown -- unless the selection covers all eight levels, in which case
-  journalctl adds no match at all and such entries *are* shown.
+  journalctl adds no match at all and such entries *are* shown. (Of several
+  PRIORITY values hostlog takes the last, the one shown; journalctl any.)
 
 hostlog records always carry a severity; a record mapped from a journal entry
 that had no PRIORITY remembers that (see journal_fields), and
@@ -70,20 +71,22 @@ def selects_all(allowed: frozenset[int]) -> bool:
 
 
 def priority_matches(allowed: frozenset[int], record: Record) -> bool:
-    """Whether journalctl's ``-p`` matches would show this record.
+    """Whether ``-p`` shows this record.
 
-    All levels: always. Otherwise the record's journal PRIORITY value (one of
-    them, if several) must be exactly one of the allowed digits, so a record
-    whose source entry had no PRIORITY is excluded even though it has a
-    severity.
+    All levels: always. Otherwise the record's journal PRIORITY value must be
+    exactly one of the allowed digits, as for journalctl's ``PRIORITY=N``
+    matches, so a record whose source entry had no PRIORITY (or ``06``) is
+    excluded although it has a severity. Of an entry with several PRIORITY
+    values, the last counts: the one its severity and colour come from
+    (journalctl would take any of them; docs/query.md, "Differences").
     """
     if allowed >= ALL_LEVELS:
         return True
     fields = record.fields
     if not fields or ("PRIORITY" not in fields and ABSENT_FIELD not in fields):
         return record.severity in allowed  # the common case: no journal quirks
-    return any(_PRIORITY_BYTES.get(v, -1) in allowed
-               for v in field_values(record, "PRIORITY"))
+    values = field_values(record, "PRIORITY")
+    return bool(values) and _PRIORITY_BYTES.get(values[-1], -1) in allowed
 
 
 def _log_level(s: str) -> int | None:

@@ -434,3 +434,27 @@ def test_export_output_is_the_journal_view() -> None:
     assert parse_export(fmt(r, "export")) == [to_entry(record_to_journal(r))]
     assert b"MESSAGE\n\x04\x00\x00\x00\x00\x00\x00\x00bin\x00\n" in fmt(r, "export")
     assert b"TAG=a\nTAG=b\n" in fmt(r, "export")
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "Europe/Amsterdam", "Asia/Kolkata",
+                                "America/St_Johns", "Australia/Lord_Howe", "Africa/Monrovia"])
+def test_cached_stamps_are_the_stamps(tz: str) -> None:
+    """The per-minute cache gives what rendering each time gives, across DST
+    changes, half-hour zones and historical offsets with seconds."""
+    import random
+
+    rnd = random.Random(tz)
+    times = [rnd.randrange(-2 * 10**9, 4 * 10**9) for _ in range(300)]
+    # around changes: every second of a few hours around 2024's transitions
+    for day in (1711846800, 1729990800, 1712440800):
+        times += range(day - 120, day + 120, 7)
+    with zone(tz):
+        for mode in ("short", "short-precise", "short-iso", "short-iso-precise", "short-full",
+                     "short-unix"):
+            for utc in (False, True):
+                f = Formatter(mode, utc=utc)
+                for t in times:
+                    usec = t * 1_000_000 + 123_456
+                    if usec < 0:
+                        continue
+                    assert f._cached_timestamp(usec) == f._timestamp(usec), (mode, utc, t)

@@ -124,12 +124,16 @@ def test_priority_matches_compare_the_journal_value_exactly() -> None:
     odd = _journald(PRIORITY=b"06")
     assert not priority_matches(parse_priority("6"), odd)
     assert priority_matches(parse_priority("7"), odd)
-    # a repeated PRIORITY matches when any of its values does
+    # of a repeated PRIORITY the last value counts, the one shown (journalctl:
+    # any of them; docs/query.md, "Differences")
     twice = _journald(PRIORITY=[b"3", b"5"])
-    assert priority_matches(parse_priority("3"), twice)
+    assert twice.severity == 5
+    assert not priority_matches(parse_priority("3..3"), twice)
     assert priority_matches(parse_priority("5..5"), twice)
+    assert priority_matches(parse_priority("5"), twice)
     assert not priority_matches(parse_priority("4..4"), twice)
     assert not priority_matches(parse_priority("2"), twice)
+    assert not priority_matches(parse_priority("2"), _journald(PRIORITY=[b"3", b"x"]))
 
 
 def test_fixture_counts_per_level_match_journalctl() -> None:
