@@ -49,12 +49,17 @@ def add_spool_location(p: argparse.ArgumentParser) -> None:
 
 def spool_location(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The spool directory and key file the options name."""
-    from hostlog.config import default_config, load_config
-
     key = Path(args.key_file) if args.key_file else None
     if args.directory:
         return Path(args.directory), key
-    config = load_config(args.config) if args.config else default_config()
+    if not args.config:
+        # the built-in default's spool, found without loading the config
+        # schema; its key file is the one the spool records
+        from hostlog.paths import builtin_state_dir
+        return builtin_state_dir()[0] / "spool", key
+    from hostlog.config import load_config
+
+    config = load_config(args.config)
     return config.spool_dir, key or config.spool_key_file()
 
 

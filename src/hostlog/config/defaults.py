@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from hostlog.paths import builtin_state_dir
 from hostlog.config.loader import _validate
 from hostlog.config.schema import Config, Spool, default_state_dir
 from hostlog.config.units import format_duration, format_size
@@ -52,8 +53,7 @@ def default_config() -> Config:
     syslog source "syslog" on 127.0.0.1:5514 (UDP and TCP), and a journald source
     "journald" when :func:`journal_readable`. No apps, no forwards, no metrics.
     """
-    override = os.environ.get("HOSTLOG_STATE_DIR", "")
-    state_dir = Path(os.path.abspath(override)) if override else default_state_dir()
+    state_dir, override = builtin_state_dir()
     sources: list[dict[str, Any]] = [{"type": "syslog", "name": "syslog", "listen": list(DEFAULT_SYSLOG_LISTEN)}]
     # Looked up on the package, so that replacing hostlog.config.journal_readable
     # (as tests do) is what decides.

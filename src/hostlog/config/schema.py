@@ -13,6 +13,7 @@ from typing import Annotated, Any, Collection, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
+from hostlog.paths import default_state_dir  # noqa: F401  (re-exported)
 from hostlog.config.apps import App
 from hostlog.config.endpoints import _UNIX_PATH_MAX, Endpoint, parse_endpoint, parse_host_port
 from hostlog.config.errors import _problems
@@ -23,17 +24,6 @@ from hostlog.config.units import format_size
 # --------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------
-
-
-def default_state_dir() -> Path:
-    """The state directory when none is configured: /var/lib/hostlog for root,
-    else ``$XDG_STATE_HOME/hostlog`` (``~/.local/state/hostlog`` when unset)."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/hostlog")
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    # The XDG spec says to ignore a relative value.
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
-    return base / "hostlog"
 
 
 class Agent(_Section):
