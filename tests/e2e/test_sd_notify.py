@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
+
 from tests.agentproc import AgentProcess, free_port, wait_for
 
 # The syscalls a process blocked in sending a datagram shows in /proc/PID/syscall.
@@ -177,8 +179,8 @@ def torn_spool(tmp_path: Path, port: int) -> tuple[Path, bytes, bytes]:
 
 
 def test_ready_only_after_recovery_and_listening(tmp_path, notify):
-    if platform.machine() not in SEND_SYSCALLS:
-        pytest.skip(f"send syscall numbers unknown on {platform.machine()}")
+    need(platform.machine() in SEND_SYSCALLS,
+         f"send syscall numbers for {platform.machine()} (the test blocks sendmsg with seccomp)")
     port = free_port()
     segment, good, garbage = torn_spool(tmp_path, port)
     assert not tcp_accepts(port)

@@ -27,6 +27,8 @@ import random
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,10 +103,7 @@ NO_FRAME = {
 
 
 def _require_corpus() -> None:
-    if not CORPUS.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"corpus file missing: {CORPUS}")
-        pytest.skip(f"corpus file missing: {CORPUS}")
+    need(CORPUS.is_file(), f"corpus file {CORPUS}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])

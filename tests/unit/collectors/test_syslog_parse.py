@@ -33,6 +33,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,10 +50,7 @@ BOM = b"\xef\xbb\xbf"
 
 def _corpus_path(name: str) -> Path:
     path = CORPORA / name
-    if not path.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"corpus file missing: {path}")
-        pytest.skip(f"corpus file missing: {path}")
+    need(path.is_file(), f"corpus file {path}")
     return path
 
 

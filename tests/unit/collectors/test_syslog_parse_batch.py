@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -298,8 +300,7 @@ def _corpus_raws() -> list[bytes]:
 
 def test_conformance_corpora_as_batches() -> None:
     raws = _corpus_raws()
-    if not raws:
-        pytest.skip("corpora missing")
+    need(bool(raws), "the syslog corpora")
     for size in (BATCH_MIN, 64, len(raws)):
         for i in range(0, len(raws), size):
             assert_same(raws[i:i + size])
