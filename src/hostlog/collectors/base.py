@@ -17,6 +17,7 @@ given to them, so a test can give them a fake of each.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -66,3 +67,16 @@ class Collector(Protocol):
 
     async def stop(self) -> None:
         """Stop collecting; everything read so far has been handed to the sink."""
+
+
+async def finish_task(task: asyncio.Task[None] | None, timeout: float = 10.0) -> None:
+    """Let a stopping collector's task write what it has read; cancel it after
+    ``timeout`` (only a spool that stays full keeps a write waiting that long:
+    what was not written is read again after the restart, from the checkpoint)."""
+    if task is None:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+    except TimeoutError:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
 from hostlog.collectors.lines import LineFramer, Lines, decode_messages
 from hostlog.config import FileSource
@@ -189,12 +189,7 @@ class FileCollector:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                self._task.cancel()  # a spool that stays full; unread data is read after restart
-                await asyncio.gather(self._task, return_exceptions=True)
+        await finish_task(self._task)
         if self._working is not None:
             await asyncio.gather(self._working, return_exceptions=True)
         if self._inotify is not None:

@@ -33,7 +33,7 @@ import asyncio
 import logging
 from typing import Any
 
-from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
 from hostlog.config import JournaldSource
 from hostlog.query.journal_fields import journal_to_record
@@ -83,14 +83,7 @@ class JournaldCollector:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                # Only a spool that stays full keeps a write waiting this long;
-                # what was not written is read again after the restart.
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+        await finish_task(self._task)
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
         await self.checkpoint.close(self.context.sink, self.stop_wait)

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from hostlog.paths import builtin_state_dir
 from hostlog.config.loader import _validate
-from hostlog.config.schema import Config, Spool, default_state_dir
+from hostlog.config.schema import Config, Spool
 from hostlog.config.units import format_duration, format_size
+from hostlog.paths import builtin_state_dir
 
 # --------------------------------------------------------------------------
 # Built-in default
@@ -47,7 +47,7 @@ DEFAULT_SYSLOG_LISTEN = ("udp://127.0.0.1:5514", "tcp://127.0.0.1:5514")
 def default_config() -> Config:
     """The configuration ``hostlog agent`` runs without ``-c``.
 
-    State in :func:`default_state_dir` unless ``HOSTLOG_STATE_DIR`` names another
+    State in :func:`hostlog.paths.default_state_dir` unless ``HOSTLOG_STATE_DIR`` names another
     directory (then the control socket is ``<that dir>/control.sock`` too, so an
     instance started that way shares nothing with the user's usual agent). A
     syslog source "syslog" on 127.0.0.1:5514 (UDP and TCP), and a journald source
