@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
@@ -82,6 +83,21 @@ class SpoolReader:
                after_seq: int = 0) -> Iterator[tuple[SegmentReader, IndexEntry]]:
         """Every frame (oldest first, or newest first with ``reverse``) that
         passes ``test`` and holds records after ``after_seq``."""
+        with closing(self.open_segments(reverse=reverse, after_seq=after_seq)) as segments:
+            for seg in segments:
+                index = seg.index()
+                self.damage.extend(index.damage)
+                entries = index.entries[::-1] if reverse else index.entries
+                for entry in entries:
+                    if entry.last_seq <= after_seq:
+                        continue
+                    if test is None or test(seg, entry):
+                        yield seg, entry
+
+    def open_segments(self, *, reverse: bool = False, after_seq: int = 0) -> Iterator[SegmentReader]:
+        """The segments that may hold records after ``after_seq``, each open
+        while the caller looks at it (oldest first, or newest first with
+        ``reverse``); one that cannot be opened is passed over."""
         paths = self.segment_paths()
         if after_seq:
             # skip whole segments that end before after_seq: the next one starts later
@@ -93,14 +109,7 @@ class SpoolReader:
             if seg is None:
                 continue
             with seg:
-                index = seg.index()
-                self.damage.extend(index.damage)
-                entries = index.entries[::-1] if reverse else index.entries
-                for entry in entries:
-                    if entry.last_seq <= after_seq:
-                        continue
-                    if test is None or test(seg, entry):
-                        yield seg, entry
+                yield seg
 
     def read(self, seg: SegmentReader, entry: IndexEntry) -> list[Record]:
         """The records of a frame; damage is recorded and reads as no records."""
@@ -119,16 +128,8 @@ class SpoolReader:
         IndexEntry objects, which cost more to make than the test does to run.
         ``since_ns``/``until_ns``: a sealed segment whose frames all end
         before (begin after) is passed over as a whole, without testing them."""
-        paths = self.segment_paths()
-        if after_seq:
-            starts = [segment_first_seq(p) or 0 for p in paths]
-            paths = [p for i, p in enumerate(paths)
-                     if i + 1 >= len(starts) or starts[i + 1] > after_seq + 1]
-        for path in (reversed(paths) if reverse else paths):
-            seg = self.open_segment(path)
-            if seg is None:
-                continue
-            with seg:
+        with closing(self.open_segments(reverse=reverse, after_seq=after_seq)) as segments:
+            for seg in segments:
                 rows: list = _footer_rows(seg)
                 if rows and ((since_ns is not None and max(map(_TS_MAX, rows)) < since_ns) or
                              (until_ns is not None and min(map(_TS_MIN, rows)) > until_ns)):
