@@ -45,6 +45,10 @@ class AgentProcess:
         self.state = tmp / "state"
         self.config = tmp / "agent.toml"
         if config_text is not None:
+            if "[control]" not in config_text:
+                # each test agent its own control socket: never the system's
+                # /run/hostlog/control.sock, nor another test's
+                config_text += f'\n[control]\nsocket = "{tmp}/control.sock"\n'
             self.config.write_text(config_text)
         self.log = tmp / "agent.log"
         self.env = dict(os.environ, HOSTLOG_STATE_DIR=str(self.state), **(env or {}))
