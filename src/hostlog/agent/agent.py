@@ -84,6 +84,7 @@ class Agent:
         log.info("hostlog %s running: spool %s, %d sources", __version__,
                  self.config.spool_dir, len(self.collectors))
         watchdog = watchdog_interval()
+        failed = False
         try:
             while not self._stop.is_set():
                 waiters = [asyncio.ensure_future(self._stop.wait()),
@@ -94,18 +95,20 @@ class Agent:
                     w.cancel()
                 if watchdog:
                     notify("WATCHDOG=1")
-                if self.writer is not None and self.writer.error is not None:
-                    log.error("stopping: the spool writer failed: %s", self.writer.error)
-                    await self.close()
-                    return 1
-                if self._reload.is_set():
+                if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
                     await self.reload()
+            failed = self.writer is not None and self.writer.error is not None
+            if failed:
+                # the writer asked for this stop (on_failure): exit non-zero so
+                # systemd's Restart=on-failure brings the agent back
+                log.error("stopping: the spool writer failed: %s", self.writer.error)
+                notify(f"STATUS=spool writer failed: {self.writer.error}")
         finally:
             if self.spool is not None:
                 notify("STOPPING=1")
                 await self.close()
-        return 0
+        return 1 if failed else 0
 
     async def open(self) -> None:
         config = self.config
@@ -123,7 +126,8 @@ class Agent:
                                       last_seq=lambda: self.writer.accepted_seq if self.writer else 0)
         self.writer = SpoolWriter(self.spool, fsync=config.spool.fsync,
                                   fsync_interval=config.spool.fsync_interval,
-                                  note_position=checkpoints.note_written)
+                                  note_position=checkpoints.note_written,
+                                  on_failure=self.request_stop)
         self.writer.start()
         self.context = CollectorContext(hostname=config.agent.hostname, sink=self.writer,
                                         checkpoints=checkpoints)

@@ -30,6 +30,16 @@ from typing import Any, Callable
 from hostlog.spool.state import read_json, write_json
 
 
+def _pairs(path: Path) -> list:
+    """The written pairs; a file torn by a power loss (it is not fsynced) reads
+    as none, and the durable checkpoint decides."""
+    try:
+        pairs = read_json(path, [])
+    except ValueError:
+        return []
+    return pairs if isinstance(pairs, list) else []
+
+
 class CheckpointFiles:
     def __init__(self, directory: Path, recovered_seq: int = 0,
                  last_seq: Callable[[], int] | None = None) -> None:
@@ -43,7 +53,7 @@ class CheckpointFiles:
         """At start: drop pairs past the recovered spool (frames that never
         reached it). Seqs written from now on would make them look valid."""
         for path in self.directory.glob("*.written.json"):
-            pairs = read_json(path, [])
+            pairs = _pairs(path)
             valid = [p for p in pairs if isinstance(p, dict) and p.get("seq", 0) <= recovered_seq]
             if valid != pairs:
                 write_json(path, valid[-1:])
@@ -54,7 +64,7 @@ class CheckpointFiles:
 
     def load(self, name: str) -> Any:
         durable = read_json(self._path(name))
-        pairs = read_json(self._path(name, ".written.json"), [])
+        pairs = _pairs(self._path(name, ".written.json"))
         last = self.last_seq()
         valid = [p for p in pairs if isinstance(p, dict) and p.get("seq", 0) <= last]
         if valid:
@@ -70,8 +80,7 @@ class CheckpointFiles:
         a killed process, which loses no completed write; the durable
         checkpoint covers a lost machine."""
         path = self._path(name, ".written.json")
-        pairs = read_json(path, [])
-        pairs = (pairs[-1:] if isinstance(pairs, list) else []) + [{"seq": seq, "position": value}]
+        pairs = _pairs(path)[-1:] + [{"seq": seq, "position": value}]
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w") as f:
             f.write(json.dumps(pairs))

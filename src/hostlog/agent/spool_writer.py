@@ -55,7 +55,8 @@ class SpoolWriter:
     def __init__(self, spool: Spool, *, fsync: str = "batch", fsync_interval: float = 0.05,
                  max_pending: int = 200_000, frame_records: int = 16_384,
                  frame_bytes: int = 4 << 20,
-                 note_position: Callable[[str, int, Any], None] | None = None) -> None:
+                 note_position: Callable[[str, int, Any], None] | None = None,
+                 on_failure: Callable[[], None] | None = None) -> None:
         self.spool = spool
         self.fsync = fsync
         self.fsync_interval = fsync_interval
@@ -65,6 +66,7 @@ class SpoolWriter:
         # records a source position with the seq it ends at, before the frame
         # is written (see agent/checkpoints.py): exactly once across kill -9
         self.note_position = note_position
+        self.on_failure = on_failure  # called on the loop if a writer thread dies
         self.stats = WriterStats()
         self.accepted_seq = spool.next_seq - 1
         self.durable_seq = spool.durable_seq
@@ -196,12 +198,11 @@ class SpoolWriter:
                     stopping = self._stopping and not self._pending
                 if taken:
                     records = [r for batch, _ in taken for r in batch]
-                    with self._spool_lock:
-                        self._note_positions(taken)
-                        last = self._append_blocking(records)
-                        if self.fsync == "always" or (stopping and self.fsync == "batch"):
+                    last = self._append_blocking(records, taken)
+                    if self.fsync == "always" or (stopping and self.fsync == "batch"):
+                        with self._spool_lock:
                             spool.sync()
-                            self.stats.syncs += 1
+                        self.stats.syncs += 1
                     self.stats.records += len(records)
                     self.stats.frames += bool(records)
                     self.stats.batches += len(taken)
@@ -219,11 +220,24 @@ class SpoolWriter:
                 if stopping:
                     return
         except BaseException as exc:  # the agent sees it and stops; nothing is hidden
-            self.error = exc
-            log.exception("spool writer failed")
-            self._report(spool.next_seq - 1, spool.durable_seq)
+            self._failed(exc, "spool writer failed")
         finally:
             self._sync_stop.set()
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """A thread of the writer died: say so, wake everyone waiting for room
+        (their next write raises), and tell the agent, which stops."""
+        self.error = exc
+        log.error("%s: %s", what, exc, exc_info=exc)
+        assert self._loop is not None
+        def wake() -> None:
+            self._room.set()
+            if self.on_failure is not None:
+                self.on_failure()
+        try:
+            self._loop.call_soon_threadsafe(wake)
+        except RuntimeError:
+            pass  # loop closed: nobody left to tell
 
     def _run_sync(self) -> None:
         """Group commit for fsync = "batch": every fsync_interval, fdatasync
@@ -231,19 +245,28 @@ class SpoolWriter:
         for the disk (a sync of a copy of the fd: rotation may close the
         original, and sealing syncs that segment itself)."""
         spool = self.spool
-        while not self._sync_stop.wait(self.fsync_interval):
-            with self._spool_lock:
-                if spool.active is None or spool.next_seq - 1 <= spool.durable_seq:
-                    continue
-                fd, seq = spool.begin_sync()
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            with self._spool_lock:
-                spool.end_sync(seq)
-            self.stats.syncs += 1
-            self._report(seq, spool.durable_seq)
+        try:
+            while not self._sync_stop.wait(self.fsync_interval):
+                with self._spool_lock:
+                    if spool.active is None or spool.next_seq - 1 <= spool.durable_seq:
+                        continue
+                    fd, seq = spool.begin_sync()
+                try:
+                    # An error here is final: after a failed fdatasync the
+                    # kernel may have dropped the pages, so a retry that
+                    # succeeds would claim durability falsely.
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                with self._spool_lock:
+                    spool.end_sync(seq)
+                self.stats.syncs += 1
+                self._report(seq, spool.durable_seq)
+        except BaseException as exc:
+            self._failed(exc, "spool sync failed")
+            with self._cond:
+                self._stopping = True  # the writer thread ends too
+                self._cond.notify()
 
     def _note_positions(self, taken: list[tuple[list[Record], OnDurable | None]]) -> None:
         """For batches whose on_durable callback carries a source position
@@ -261,11 +284,16 @@ class SpoolWriter:
         for name, (last, value) in newest.items():
             self.note_position(name, last, value)
 
-    def _append_blocking(self, records: list[Record]) -> int:
-        """Append, waiting while the spool is full and on_full = block."""
+    def _append_blocking(self, records: list[Record],
+                         taken: list[tuple[list[Record], OnDurable | None]]) -> int:
+        """Append as one frame, waiting while the spool is full and on_full =
+        block. The spool lock is held per attempt only, so the sync thread
+        keeps making what was written durable while this waits."""
         while True:
             try:
-                return self.spool.append(records)[1]
+                with self._spool_lock:
+                    self._note_positions(taken)
+                    return self.spool.append(records)[1]
             except SpoolFullError as exc:
                 if self._stopping:
                     raise

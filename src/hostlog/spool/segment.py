@@ -128,7 +128,8 @@ class SegmentReader:
             return None
         return F.unpack_footer(os.pread(self.fd, want, size - want))
 
-    def scan(self, size: int | None = None, *, verify: bool = True) -> SegmentIndex:
+    def scan(self, size: int | None = None, *, verify: bool = True,
+             cut_at_damage: bool = False) -> SegmentIndex:
         """Walk the frames from the start.
 
         Stops at the first place that holds no intact frame header or whose
@@ -152,10 +153,13 @@ class SegmentReader:
                 if len(header_bytes) < F.FRAME_HEADER_SIZE:
                     break  # a header cut short by the end of the file: torn tail
                 nxt = self._find_next_frame(off + 1, footer_start or size)
-                skipped = (nxt or size) - off
-                damage.append(Damage(self.path.name, off, f"no intact frame here ({exc}); "
-                                     f"{skipped} bytes skipped"))
                 if nxt is None:
+                    # nothing intact follows: a torn tail, or a footer being
+                    # written right now; not damage
+                    break
+                damage.append(Damage(self.path.name, off, f"no intact frame here ({exc}); "
+                                     f"{nxt - off} bytes skipped"))
+                if cut_at_damage:
                     break
                 off = nxt
                 continue
@@ -165,7 +169,7 @@ class SegmentReader:
                 problem = self._authenticate(h, header_bytes, off)
                 if problem is not None:
                     damage.append(Damage(self.path.name, off, problem, h.first_seq, h.count))
-                    if not self._intact_header_at(off + h.size, size):
+                    if cut_at_damage or not self._intact_header_at(off + h.size, size):
                         break
                     off += h.size
                     continue

@@ -28,7 +28,7 @@ from operator import attrgetter, contains
 from pathlib import Path
 from typing import Sequence
 
-from hostlog.errors import SpoolError, SpoolFullError, SpoolLockedError
+from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.record import Record, encode_columns, record_columns
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, app_bloom_bits
@@ -83,8 +83,9 @@ class Spool:
         self.on_full = on_full
         self.key_file = key_file or keyring.path
         # An active segment older than this is sealed, so age-based retention
-        # can free it even on a quiet machine.
-        self.segment_age = max(60.0, min(max_age / 4, 86400.0))
+        # can free it even on a quiet machine. max_age = 0 turns age-based
+        # retention off (docs/config.md); segments are then sealed daily.
+        self.segment_age = max(60.0, min(max_age / 4, 86400.0)) if max_age > 0 else 86400.0
         self.lock_fd = -1
         self.agent_id = ""
         self.active: SegmentWriter | None = None
@@ -115,7 +116,11 @@ class Spool:
         if meta != spool_meta(self.directory):
             write_json(self.directory / "spool.json", meta)
         self.agent_id = meta["agent_id"]
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
 
     def _lock(self) -> None:
         fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
@@ -146,12 +151,24 @@ class Spool:
                     path.unlink()
                     fsync_dir(self.segments_dir)
                     continue
-                if "key" in str(exc).lower():
+                if isinstance(exc, KeyFileError):
                     raise
-                report.damage.append(Damage(path.name, 0, str(exc)))
+                # Unreadable without its header (salt, key id): keep it for
+                # inspection under another name, so the seqs it held are not
+                # taken for a new segment of the same name.
+                aside = path.with_name(path.name + ".damaged")
+                path.rename(aside)
+                fsync_dir(self.segments_dir)
+                report.damage.append(Damage(path.name, 0, f"{exc}; moved aside to {aside.name}"))
                 continue
             with reader:
-                index = reader.index(verify=last)
+                index = reader.index()
+                if last and not index.sealed:
+                    # The active segment: every frame authenticated, and cut at
+                    # the first damage. After a power loss the unsynced tail
+                    # may have holes; keeping frames past one would let a
+                    # source resume after records that are not there.
+                    index = reader.scan(verify=True, cut_at_damage=True)
                 report.segments += 1
                 first = reader.header.first_seq
                 nxt = index.entries[-1].first_seq + index.entries[-1].count if index.entries else first
@@ -187,14 +204,16 @@ class Spool:
     def close(self) -> None:
         """Sync and release; the active segment stays unsealed and is continued
         by the next writer."""
-        if self.active is not None:
-            self.active.sync()
-            self.durable_seq = self.next_seq - 1
-            self.active.close()
+        try:
+            if self.active is not None:
+                self.active.sync()
+                self.durable_seq = self.next_seq - 1
+                self.active.close()
+        finally:
             self.active = None
-        if self.lock_fd >= 0:
-            os.close(self.lock_fd)
-            self.lock_fd = -1
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)
+                self.lock_fd = -1
 
     # -- writing ---------------------------------------------------------------
     @property
@@ -296,6 +315,7 @@ class Spool:
         if not active.entries:
             return
         active.seal()
+        self.active = None  # sealed and closed: nothing more goes into it
         info = self.segments[-1]
         info.size, info.sealed_ns = active.end, time.time_ns()
         self.durable_seq = active.next_seq - 1
@@ -309,7 +329,12 @@ class Spool:
     def acked_seq(self) -> int | None:
         """The lowest seq every destination has acknowledged (None: no destinations)."""
         cursors = self.directory / "state" / "cursors"
-        acked = [read_json(p, {}).get("acked_seq", 0) for p in cursors.glob("*.json")]
+        acked = []
+        for p in cursors.glob("*.json"):
+            try:
+                acked.append(read_json(p, {}).get("acked_seq", 0))
+            except ValueError:  # torn by a crash: keep everything for that destination
+                acked.append(0)
         return min(acked) if acked else None
 
     def enforce_retention(self, now_ns: int | None = None) -> list[Path]:
@@ -323,7 +348,8 @@ class Spool:
         while len(self.segments) > 1:
             oldest = self.segments[0]
             too_big = total > self.max_bytes
-            too_old = oldest.sealed_ns is not None and now_ns - oldest.sealed_ns > self.max_age * 1e9
+            too_old = (self.max_age > 0 and oldest.sealed_ns is not None
+                       and now_ns - oldest.sealed_ns > self.max_age * 1e9)
             if not (too_big or too_old):
                 break
             unacked = acked is not None and acked < oldest.next_seq - 1

@@ -45,3 +45,10 @@ def test_only_the_two_newest_pairs_are_kept(tmp_path):
     assert CheckpointFiles(tmp_path, recovered_seq=4).load("j") == {"cursor": "c4"}
     # pairs 1 and 2 are gone: a spool that ends at 2 falls back to the durable checkpoint
     assert CheckpointFiles(tmp_path, recovered_seq=2).load("j") is None
+
+
+def test_a_torn_written_file_falls_back_to_the_durable_checkpoint(tmp_path):
+    cp = CheckpointFiles(tmp_path)
+    cp.save("files", {"offset": 10})
+    (tmp_path / "files.written.json").write_text('[{"seq": 1')  # cut by a power loss
+    assert CheckpointFiles(tmp_path, recovered_seq=100).load("files") == {"offset": 10}

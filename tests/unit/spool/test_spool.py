@@ -310,15 +310,70 @@ def test_a_segment_whose_header_never_reached_disk_is_replaced(tmp_path, keyring
     spool.close()
 
 
-def test_garbage_in_the_middle_of_an_active_segment_is_skipped_not_fatal(tmp_path, keyring):
+def test_damage_in_the_middle_of_the_active_segment_cuts_it_there(tmp_path, keyring):
+    # After a power loss the unsynced tail may have holes: frames past one must
+    # not survive, or a source would resume after records that are not there.
     spool = open_spool(tmp_path, keyring)
     spool.append(recs(3))
     spool.append(recs(3, 3))
+    spool.append(recs(3, 6))
     spool.close()
     (seg_path,) = (tmp_path / "spool" / "segments").iterdir()
+    reader = SpoolReader.open(tmp_path / "spool")
+    with reader.open_segment(seg_path) as seg:
+        second = seg.index().entries[1]
     data = bytearray(seg_path.read_bytes())
-    data[F.SEGMENT_HEADER_SIZE + 2] ^= 0xFF  # first frame's header magic
+    data[second.offset + F.FRAME_HEADER_SIZE + 3] ^= 0xFF  # inside frame 2's payload
     seg_path.write_bytes(bytes(data))
     spool = open_spool(tmp_path, keyring)
-    assert spool.next_seq == 7 and len(spool.recovery.damage) == 1
+    assert spool.next_seq == 4 and len(spool.recovery.damage) == 1  # frame 1 kept, 2 and 3 cut
+    assert spool.recovery.truncated_bytes == len(data) - second.offset
+    spool.close()
+    assert seg_path.stat().st_size == second.offset
+
+
+def test_a_segment_with_a_damaged_header_is_moved_aside_and_writing_goes_on(tmp_path, keyring):
+    spool = open_spool(tmp_path, keyring, segment_bytes=200)
+    spool.append(recs(20))
+    spool.append(recs(20, 20))
+    spool.close()
+    newest = sorted((tmp_path / "spool" / "segments").glob("*.seg"))[-1]
+    data = bytearray(newest.read_bytes())
+    data[20] ^= 0xFF  # inside the segment header (agent id)
+    newest.write_bytes(bytes(data))
+    spool = open_spool(tmp_path, keyring, segment_bytes=200)
+    assert [d for d in spool.recovery.damage if "moved aside" in d.reason]
+    first, _ = spool.append(recs(1, 99))  # a new segment takes the damaged one's seqs
+    spool.close()
+    assert newest.with_name(newest.name + ".damaged").exists()
+    spool = open_spool(tmp_path, keyring, segment_bytes=200)  # and it opens again cleanly
+    assert not spool.recovery.damage and spool.next_seq == first + 1
+    spool.close()
+
+
+def test_max_age_zero_turns_age_retention_off(tmp_path, keyring):
+    spool = open_spool(tmp_path, keyring, segment_bytes=4 * 1024, max_age=0)
+    for i in range(10):
+        spool.append(recs(50, i * 50))
+    n = len(spool.segments)
+    assert n > 2
+    assert spool.enforce_retention(now_ns=time.time_ns() + 365 * 86400 * 10**9) == []
+    assert len(spool.segments) == n
+    spool.close()
+
+
+def test_a_key_error_path_word_does_not_make_damage_fatal(tmp_path, keyring):
+    base = tmp_path / "monkey"  # a directory name containing "key"
+    base.mkdir()
+    ring = Keyring.load_or_create(base / "spool.key")
+    spool = Spool.open(base / "spool", ring, segment_bytes=200)
+    spool.append(recs(20))
+    spool.append(recs(20, 20))
+    spool.close()
+    oldest = sorted((base / "spool" / "segments").glob("*.seg"))[0]
+    data = bytearray(oldest.read_bytes())
+    data[20] ^= 0xFF
+    oldest.write_bytes(bytes(data))
+    spool = Spool.open(base / "spool", ring, segment_bytes=200)
+    assert len(spool.recovery.damage) == 1
     spool.close()
