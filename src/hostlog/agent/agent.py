@@ -165,13 +165,19 @@ class Agent:
         await apps_wiring.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}
         wanted = {src.name: src for src in new.sources}
+        tls_changed = new.tls != self.config.tls
+
+        def uses_tls(src: Any) -> bool:
+            return src.type == "syslog" and any(ep.scheme == "tls" for ep in src.endpoints())
+
+        # the new config first: restarted collectors are built from it ([tls])
+        self.config = new.model_copy(update={"agent": self.config.agent, "spool": self.config.spool})
         for name, src in old.items():
-            if name not in wanted or wanted[name] != src:
+            if name not in wanted or wanted[name] != src or (tls_changed and uses_tls(src)):
                 await self._stop_source(name)
         for name, src in wanted.items():
             if name not in self.collectors:
                 await self._start_source(src)
-        self.config = new.model_copy(update={"agent": self.config.agent, "spool": self.config.spool})
         log.info("reloaded: %d sources", len(self.collectors))
 
     # -- collectors --------------------------------------------------------------

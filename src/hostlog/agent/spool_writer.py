@@ -40,6 +40,9 @@ log = logging.getLogger("hostlog.spool")
 
 OnDurable = Callable[[int], None]
 
+#: A quiet writer still wakes this often to seal old segments and expire data.
+MAINTAIN_EVERY_S = 60.0
+
 
 @dataclass(slots=True)
 class WriterStats:
@@ -193,7 +196,8 @@ class SpoolWriter:
             while True:
                 with self._cond:
                     while not self._pending and not self._stopping:
-                        self._cond.wait()
+                        if not self._cond.wait(MAINTAIN_EVERY_S):
+                            break  # quiet: time for the spool's upkeep
                     taken = self._take()
                     stopping = self._stopping and not self._pending
                 if taken:
@@ -215,6 +219,9 @@ class SpoolWriter:
                 elif stopping and self.fsync == "batch":
                     with self._spool_lock:
                         spool.sync()
+                elif not stopping:
+                    with self._spool_lock:
+                        spool.maintain()
                 durable = spool.next_seq - 1 if self.fsync == "never" else spool.durable_seq
                 self._report(spool.next_seq - 1, durable)
                 if stopping:

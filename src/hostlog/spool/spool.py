@@ -298,6 +298,17 @@ class Spool:
         self.durable_seq = self.active.next_seq - 1
         return self.durable_seq
 
+    def maintain(self, now_ns: int | None = None) -> None:
+        """What must happen even when nothing is written: seal an active
+        segment older than ``segment_age`` and apply retention."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        active = self.active
+        if (active is not None and active.entries
+                and now_ns - active.header.created_ns > self.segment_age * 1e9):
+            self.rotate()  # rotate applies retention too
+        else:
+            self.enforce_retention(now_ns)
+
     def begin_sync(self) -> tuple[int, int]:
         """For a sync on another thread: a copy of the active segment's fd and
         the last seq written to it. fdatasync the fd, close it, then call

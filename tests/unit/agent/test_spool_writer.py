@@ -29,7 +29,8 @@ def test_what_was_written_becomes_durable_while_a_full_spool_blocks(tmp_path):
                            segment_bytes=8 * 1024, max_bytes=24 * 1024)
         # a destination that acknowledged nothing: retention may not free space
         write_json(tmp_path / "spool" / "state" / "cursors" / "central.json", {"acked_seq": 0})
-        writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
+        # one batch per frame, so the spool fills up frame by frame
+        writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05, frame_records=50)
         writer.start()
         durable = []
         for i in range(40):

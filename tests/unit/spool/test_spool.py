@@ -377,3 +377,14 @@ def test_a_key_error_path_word_does_not_make_damage_fatal(tmp_path, keyring):
     spool = Spool.open(base / "spool", ring, segment_bytes=200)
     assert len(spool.recovery.damage) == 1
     spool.close()
+
+
+def test_a_quiet_spool_still_seals_old_segments_and_expires_data(tmp_path, keyring):
+    spool = open_spool(tmp_path, keyring, max_age=3600)
+    spool.append(recs(10))
+    later = time.time_ns() + int(spool.segment_age * 1e9) + 1
+    spool.maintain(now_ns=later)  # nothing written since: the active segment is sealed
+    assert len(spool.segments) == 2 and spool.segments[0].sealed_ns is not None
+    spool.maintain(now_ns=time.time_ns() + 2 * 3600 * 10**9)  # and expires by age
+    assert len(spool.segments) == 1
+    spool.close()
