@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.e2e.test_agent import config
 
 from tests.agentproc import AgentProcess, free_port, wait_for
 
@@ -20,21 +21,6 @@ SEND_SYSCALLS = {"x86_64": {"44", "46"}, "aarch64": {"206", "211"}}  # sendto, s
 FILLER = b"FILLER"
 
 
-def config(tmp_path: Path, port: int) -> str:
-    return f"""
-[agent]
-hostname = "notify-host"
-state_dir = "{tmp_path}/state"
-
-[spool]
-fsync = "batch"
-fsync_interval = "20ms"
-
-[[source]]
-type = "syslog"
-name = "syslog"
-listen = ["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]
-"""
 
 
 class NotifySocket:

@@ -34,27 +34,13 @@ from tests.agentproc import free_port
 from tests.conftest import need
 
 
-try:
-    import uvloop
-except ImportError:  # optional in the agent too
-    uvloop = None
-
-LOOP = {"run": asyncio.run}
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def event_loop_kind(request):
-    """Both loops: the agent runs on uvloop when it is installed (SO_PEERCRED goes
-    through uvloop's socket wrapper there)."""
-    if request.param == "uvloop":
-        need(uvloop is not None, "uvloop (a dependency of hostlog)")
-    LOOP["run"] = uvloop.run if request.param == "uvloop" else asyncio.run
-    yield request.param
-    LOOP["run"] = asyncio.run
+# every test on both loops (SO_PEERCRED and child watching differ under uvloop)
+from tests.integration.loops import event_loop_kind  # noqa: E402,F401  (autouse)
+from tests.integration.loops import arun as _arun  # noqa: E402
 
 
 def arun(coro, timeout: float = 60.0):
-    return LOOP["run"](asyncio.wait_for(coro, timeout))
+    return _arun(coro, timeout)
 
 
 class Calls:

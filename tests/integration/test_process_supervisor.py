@@ -21,7 +21,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import need
 
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
@@ -33,26 +32,14 @@ from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 
 
-try:
-    import uvloop
-except ImportError:  # optional in the agent too
-    uvloop = None
-
-LOOP = {"run": asyncio.run}
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def event_loop_kind(request):
-    """Every test on both loops: the agent runs on uvloop when it is installed."""
-    if request.param == "uvloop":
-        need(uvloop is not None, "uvloop (a dependency of hostlog)")
-    LOOP["run"] = uvloop.run if request.param == "uvloop" else asyncio.run
-    yield request.param
-    LOOP["run"] = asyncio.run
+# every test on both loops (SO_PEERCRED and child watching differ under uvloop)
+from tests.integration.loops import event_loop_kind  # noqa: E402,F401  (autouse)
+from tests.integration.loops import arun as _arun  # noqa: E402
+from tests.conftest import need  # noqa: E402
 
 
 def arun(coro, timeout: float = 90.0):
-    return LOOP["run"](asyncio.wait_for(coro, timeout))
+    return _arun(coro, timeout)
 
 
 def py(name: str, code: str, **settings) -> App:
@@ -510,8 +497,8 @@ def test_cwd_and_env_reach_the_app(tmp_path):
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_user_and_group_switching_when_root(tmp_path):
+    need(os.geteuid() == 0, "root (switching an app's user and group)")
     # /bin/sh, not this test's python: that one may live where nobody may not read
     app = App(name="nob", command=["sh", "-c", 'echo "$(id -u) $(id -g) $USER"'], user="nobody",
               restart="never", cwd="/")
