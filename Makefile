@@ -35,7 +35,7 @@ $(VENV)/.deps-stamp:
 	@mkdir -p $(VENV) && touch $@
 
 venv: $(VENV)/.venv-stamp
-$(VENV)/.venv-stamp: pyproject.toml
+$(VENV)/.venv-stamp: pyproject.toml setup.py src/hostlog/collectors/_syslog5424.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# systemd-python needs libsystemd-dev; without it the rest still installs

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.record import CHUNK_VERSION, ChunkError, Record, decode_chunk, encode_chunk
+from hostlog.record import Columns, encode_columns, CHUNK_VERSION, ChunkError, Record, decode_chunk, encode_chunk
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 names = st.text(max_size=20)
@@ -77,3 +77,21 @@ def test_arbitrary_bytes_decode_or_raise_chunk_error(data):
         decode_chunk(data)
     except ChunkError:
         pass
+
+
+def test_columns_hold_the_records_they_are_made_of():
+    records = [Record(ts=i, msg=f"m{i}", host="h", app=f"a{i % 2}", pid=i or None,
+                      fields={"k": str(i)}) for i in range(5)]
+    columns = Columns.of(records)
+    assert len(columns) == 5 and list(columns) == records
+    assert encode_columns(columns.columns) == encode_chunk(records)
+    assert columns.text_bytes() == sum(len(r.msg) for r in records)
+    more = Columns.of(records[:2])
+    more.extend(records[2:])  # Records or Columns
+    assert more.records() == records
+    more.truncate(3)
+    assert more.records() == records[:3]
+    with pytest.raises(ValueError):
+        Columns([[1], [2]])
+    with pytest.raises(ValueError):
+        Columns([[0]] * 10 + [[]])

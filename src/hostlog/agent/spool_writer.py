@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hostlog.collectors.base import Batch
 from hostlog.errors import SpoolFullError
-from hostlog.record import Record
+from hostlog.record import COLUMNS, Columns
 from hostlog.spool.spool import Spool
 
 log = logging.getLogger("hostlog.spool")
@@ -74,7 +75,7 @@ class SpoolWriter:
         self.accepted_seq = spool.next_seq - 1
         self.durable_seq = spool.durable_seq
         self._cond = threading.Condition()
-        self._pending: collections.deque[tuple[list[Record], OnDurable | None]] = collections.deque()
+        self._pending: collections.deque[tuple[Batch, OnDurable | None]] = collections.deque()
         self._pending_records = 0  # guarded by _cond
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -101,18 +102,18 @@ class SpoolWriter:
     async def wait_room(self) -> None:
         await self._room.wait()
 
-    async def write(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
+    async def write(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
         """Queue a batch; waits only while the queue is full (backpressure)."""
         while not self._room.is_set():
             await self._room.wait()
         self._enqueue(batch, on_durable)
 
-    def submit(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
+    def submit(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
         """Queue a batch now. Stream readers call this from protocol callbacks
         and then pause reading until :meth:`has_room` (overshoot: one batch)."""
         self._enqueue(batch, on_durable)
 
-    def write_nowait(self, batch: list[Record], on_durable: OnDurable | None = None) -> bool:
+    def write_nowait(self, batch: Batch, on_durable: OnDurable | None = None) -> bool:
         """Queue a batch unless the queue is full; for sources that cannot wait (UDP)."""
         if not self._room.is_set():
             self.stats.rejected += len(batch)
@@ -120,7 +121,7 @@ class SpoolWriter:
         self._enqueue(batch, on_durable)
         return True
 
-    def _enqueue(self, batch: list[Record], on_durable: OnDurable | None) -> None:
+    def _enqueue(self, batch: Batch, on_durable: OnDurable | None) -> None:
         if self.error is not None:
             raise RuntimeError("spool writer has failed") from self.error
         if not batch and on_durable is None:
@@ -176,13 +177,14 @@ class SpoolWriter:
                 self._room.set()
 
     # -- thread side -----------------------------------------------------------
-    def _take(self) -> list[tuple[list[Record], OnDurable | None]]:
+    def _take(self) -> list[tuple[Batch, OnDurable | None]]:
         taken, n, size = [], 0, 0
         while self._pending and n < self.frame_records and size < self.frame_bytes:
             batch, cb = self._pending.popleft()
             taken.append((batch, cb))
             n += len(batch)
-            size += sum(len(r.msg) for r in batch)
+            size += (batch.text_bytes() if isinstance(batch, Columns)
+                     else sum(len(r.msg) for r in batch))
         self._pending_records -= n
         return taken
 
@@ -201,7 +203,7 @@ class SpoolWriter:
                     taken = self._take()
                     stopping = self._stopping and not self._pending
                 if taken:
-                    records = [r for batch, _ in taken for r in batch]
+                    records = _one_frame([batch for batch, _ in taken])
                     last = self._append_blocking(records, taken)
                     if self.fsync == "always" or (stopping and self.fsync == "batch"):
                         with self._spool_lock:
@@ -275,7 +277,7 @@ class SpoolWriter:
                 self._stopping = True  # the writer thread ends too
                 self._cond.notify()
 
-    def _note_positions(self, taken: list[tuple[list[Record], OnDurable | None]]) -> None:
+    def _note_positions(self, taken: list[tuple[Batch, OnDurable | None]]) -> None:
         """For batches whose on_durable callback carries a source position
         (``cb.position = (name, value)``), record each source's newest
         position with the seq its batch will end at, before the frame is written."""
@@ -291,8 +293,7 @@ class SpoolWriter:
         for name, (last, value) in newest.items():
             self.note_position(name, last, value)
 
-    def _append_blocking(self, records: list[Record],
-                         taken: list[tuple[list[Record], OnDurable | None]]) -> int:
+    def _append_blocking(self, records: Batch, taken: list[tuple[Batch, OnDurable | None]]) -> int:
         """Append as one frame, waiting while the spool is full and on_full =
         block. The spool lock is held per attempt only, so the sync thread
         keeps making what was written durable while this waits."""
@@ -309,3 +310,16 @@ class SpoolWriter:
                 with self._cond:
                     self._cond.wait(1.0)
                 self.stats.blocked_s += time.monotonic() - t0
+
+
+def _one_frame(batches: list[Batch]) -> Batch:
+    """The batches taken for one frame as one batch: a list of Records, or
+    Columns when any came as Columns (those are not taken apart into Records)."""
+    if not any(isinstance(b, Columns) for b in batches):
+        return [r for batch in batches for r in batch]
+    if len(batches) == 1:
+        return batches[0]
+    merged = Columns([[] for _ in COLUMNS])
+    for batch in batches:
+        merged.extend(batch)
+    return merged

@@ -22,9 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 
 OnDurable = Callable[[int], None]
+#: A batch: a list of Records, or the same held by column (iterating Columns
+#: gives its Records, so a sink that only collects may treat both alike).
+Batch = list[Record] | Columns
 
 
 class Sink(Protocol):
@@ -32,9 +35,9 @@ class Sink(Protocol):
 
     def has_room(self) -> bool: ...
     async def wait_room(self) -> None: ...
-    async def write(self, batch: list[Record], on_durable: OnDurable | None = None) -> None: ...
-    def submit(self, batch: list[Record], on_durable: OnDurable | None = None) -> None: ...
-    def write_nowait(self, batch: list[Record], on_durable: OnDurable | None = None) -> bool: ...
+    async def write(self, batch: Batch, on_durable: OnDurable | None = None) -> None: ...
+    def submit(self, batch: Batch, on_durable: OnDurable | None = None) -> None: ...
+    def write_nowait(self, batch: Batch, on_durable: OnDurable | None = None) -> bool: ...
 
 
 class CheckpointStore(Protocol):

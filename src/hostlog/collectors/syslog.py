@@ -10,6 +10,9 @@ them bytes and hands what they return to the sink as batches:
 * TCP: every ``data_received`` is framed and parsed as one batch; when the
   sink is full the transport stops reading until it has room, so the kernel's
   flow control slows the sender instead of memory growing.
+
+Batches go to the sink as :class:`~hostlog.record.Columns` (no object per
+message: ``parse_columns``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
 from hostlog.collectors.syslog_framing import SyslogFramer
-from hostlog.collectors.syslog_parse import parse_messages
-from hostlog.record import Record
+from hostlog.collectors.syslog_parse import parse_columns
+from hostlog.record import Columns
 
 log = logging.getLogger("hostlog.syslog")
 
@@ -121,22 +124,23 @@ class SyslogCollector:
         self.connections: set[_StreamReceiver] = set()
         self.unix_paths: list[Path] = []
 
-    def parse(self, frames: list[bytes], peer: str | None) -> list[Record]:
+    def parse(self, frames: list[bytes], peer: str | None) -> Columns:
         # a frame the framer cut at max_message is a TruncatedFrame, and the
         # parser marks its record fields["truncated"] = "true"
-        records = parse_messages(frames, received_ns=time.time_ns(),
-                                 default_host=self.context.hostname, peer=peer)
+        batch = parse_columns(frames, received_ns=time.time_ns(),
+                              default_host=self.context.hostname, peer=peer)
+        n = len(batch)
         if self.limiter is not None:
-            allowed = self.limiter.admit(peer or "local", len(records), time.monotonic())
-            if allowed < len(records):
-                self.context.count(f"{self.name}.rate_limited", len(records) - allowed)
-                del records[allowed:]
+            allowed = self.limiter.admit(peer or "local", n, time.monotonic())
+            if allowed < n:
+                self.context.count(f"{self.name}.rate_limited", n - allowed)
+                batch.truncate(allowed)
         if self.app_default:
-            for r in records:
-                if not r.app:
-                    r.app = self.app_default
-        self.context.count(f"{self.name}.records", len(records))
-        return records
+            apps = batch.columns[3]
+            default = self.app_default
+            batch.columns[3] = [app or default for app in apps]
+        self.context.count(f"{self.name}.records", len(batch))
+        return batch
 
     async def _report_suppressed(self) -> None:
         """Once a second, one record per host that went over the rate limit."""
@@ -154,9 +158,10 @@ class SyslogCollector:
         by_peer: dict[str | None, list[bytes]] = {}
         for data, peer in datagrams:
             by_peer.setdefault(peer, []).append(data)
-        batch: list[Record] = []
-        for peer, raws in by_peer.items():
-            batch.extend(self.parse(raws, peer))
+        batches = [self.parse(raws, peer) for peer, raws in by_peer.items()]
+        batch = batches[0]
+        for more in batches[1:]:
+            batch.extend(more)
         if not self.context.sink.write_nowait(batch):
             self.context.count(f"{self.name}.dropped", len(batch))
 

@@ -28,7 +28,12 @@ from hostlog.collectors.syslog_time import (
     _utc_second,
     _utc_seconds,
 )
-from hostlog.record import Record
+from hostlog.record import Columns, Record
+
+try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)
+    from hostlog.collectors import _syslog5424
+except ImportError:  # pragma: no cover - tested where the extension is built
+    _syslog5424 = None
 
 # --- batches ---------------------------------------------------------------
 # parse_messages() joins a batch with LF (trailers stripped as parse_message
@@ -293,3 +298,59 @@ def _columns3164(parts: list, msgs: list[str], redo: set[int], received_ns: int,
                     repeat("syslog"), map(_NONE_EMPTY.get, apps, apps),
                     map(pid_of.__getitem__, procids), map(_SEVERITY.__getitem__, pri),
                     map(_FACILITY.__getitem__, pri), map(dict.copy, repeat(proto, len(msgs)))))
+
+
+# --- batches as columns -------------------------------------------------------
+# The collector's path: the compiled split() reads the RFC 5424 frames it
+# can (see _syslog5424.c) straight into columns; fields dicts are made once
+# per distinct MSGID and STRUCTURED-DATA text and shared by the rows that
+# have them (Columns rows are read-only). Frames it leaves, and a batch that
+# is mostly something else (RFC 3164), are parsed by the Python parsers.
+
+
+def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
+                   peer: str | None) -> Columns | None:
+    """parse_messages as Columns; None: use the Record path."""
+    if _syslog5424 is None:
+        return None
+    ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = _syslog5424.split(
+        raws, received_ns, default_host)
+    n = len(raws)
+    if len(redo) * 2 > n:
+        return None  # mostly not the common RFC 5424 shape: the batch regexes read it
+    by_msgid: dict[str | None, dict] = {}
+    for m in set(msgids):
+        f = {} if m is None else {"msgid": m}
+        if peer is not None:
+            f["peer"] = peer
+        by_msgid[m] = f
+    fields = list(map(by_msgid.__getitem__, msgids))
+    if sds.count(None) != n:
+        by_sd: dict[tuple[str | None, str], dict | None] = {}
+        for j, sd in enumerate(sds):
+            if sd is None:
+                continue
+            key = (msgids[j], sd)
+            f = by_sd.get(key, _MISS)
+            if f is _MISS:
+                sd_fields: dict[str, str | bytes] = {}
+                if _structured_data(sd, 0, sd_fields, True) == len(sd):
+                    f = {} if msgids[j] is None else {"msgid": msgids[j]}
+                    f.update(sd_fields)
+                    if peer is not None:
+                        f["peer"] = peer
+                else:
+                    f = None  # e.g. an SD-ID twice: parse_message says so
+                by_sd[key] = f
+            if f is None:
+                redo.append(j)
+            else:
+                fields[j] = f
+    columns = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields, [""] * n,
+               [0] * n]
+    for j in redo:
+        rec = _parse_safe(raws[j], received_ns, default_host, peer)
+        (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (
+            rec.ts, rec.host, rec.app, rec.pid, rec.severity, rec.facility, rec.msg,
+            rec.fields)
+    return Columns(columns)

@@ -51,8 +51,17 @@ def _cached(cache: dict[str, int | None], key: str, compute) -> int | None:
     return value
 
 
+# Record.ts is epoch ns in a signed 64-bit integer, and a chunk stores the
+# differences between neighbouring records' times, which must fit too
+# (docs/format.md): so any two times must lie within 292 years. A date
+# outside 1900-2190 is no such time here (a parse error that keeps the raw
+# message), never a record the spool cannot encode.
+_YEAR_MIN, _YEAR_MAX = 1900, 2190
+
+
 def _valid_date(y: int, m: int, d: int) -> bool:
-    return 1 <= y <= 9999 and 1 <= m <= 12 and 1 <= d <= calendar.monthrange(y, m)[1]
+    return (_YEAR_MIN <= y <= _YEAR_MAX and 1 <= m <= 12
+            and 1 <= d <= calendar.monthrange(y, m)[1])
 
 
 def _utc_second(key: str) -> int | None:
@@ -153,7 +162,7 @@ def _local_minute_uncached(key: str, received_ns: int) -> int | None:
         else:
             y = _infer_year(mo, d, received_ns) if mo else 0
     h, mi = int(key[-5:-3]), int(key[-2:])
-    if not (_valid_date(y, mo, d) and h <= 23 and mi <= 59 and 1900 <= y <= 9999):
+    if not (_valid_date(y, mo, d) and h <= 23 and mi <= 59 and 1900 <= y):
         return None
     try:
         return int(time.mktime((y, mo, d, h, mi, 0, 0, 0, -1)))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
-from hostlog.record import Record, encode_columns, record_columns
+from hostlog.record import Columns, Record, encode_columns, record_columns
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, app_bloom_bits
 from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
@@ -225,9 +225,11 @@ class Spool:
     def total_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def append(self, records: Sequence[Record]) -> tuple[int, int]:
-        """Write records as one frame; returns their (first, last) spool seq."""
-        if not records:
+    def append(self, records: Sequence[Record] | Columns) -> tuple[int, int]:
+        """Write records (or a batch held as Columns) as one frame; returns
+        their (first, last) spool seq. Records new here are stamped with
+        this spool's origin and their seq, in place."""
+        if not len(records):
             return self.next_seq, self.next_seq - 1
         active = self.active
         assert active is not None, "spool is closed"
@@ -241,20 +243,32 @@ class Spool:
         n = len(records)
         end = first + n
         origin = self.agent_id
-        if not any(map(_ORIGIN, records)):
-            # the usual case: every record is new here and takes this spool's
-            # identity; stamped by C-level maps, not a Python loop per record
-            deque(map(setattr, records, repeat("origin", n), repeat(origin, n)), 0)
-            deque(map(setattr, records, repeat("seq", n), range(first, end)), 0)
+        if isinstance(records, Columns):
+            columns = records.columns
+            origins, seqs = columns[9], columns[10]
+            if not any(origins):
+                columns[9] = [origin] * n
+                columns[10] = list(range(first, end))
+            else:
+                for i, o in enumerate(origins):
+                    if not o:
+                        origins[i] = origin
+                        seqs[i] = first + i
         else:
-            seq = first
-            for r in records:
-                if not r.origin:
-                    r.origin = origin
-                    r.seq = seq
-                seq += 1
-        # one pass per attribute, shared by the index entry and the chunk
-        columns = record_columns(records)
+            if not any(map(_ORIGIN, records)):
+                # the usual case: every record is new here and takes this
+                # spool's identity; stamped by C-level maps, not a Python loop
+                deque(map(setattr, records, repeat("origin", n), repeat(origin, n)), 0)
+                deque(map(setattr, records, repeat("seq", n), range(first, end)), 0)
+            else:
+                seq = first
+                for r in records:
+                    if not r.origin:
+                        r.origin = origin
+                        r.seq = seq
+                    seq += 1
+            # one pass per attribute, shared by the index entry and the chunk
+            columns = record_columns(records)
         ts, _, _, apps, _, severities, _, _, fields, _, _ = columns
         severity_mask = 0
         for s in set(severities):
@@ -267,13 +281,13 @@ class Spool:
             names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT", n)))
         except TypeError:  # fields that are not a dict: look one by one
             has_priority = True
-            names.update(r.fields.get("_SYSTEMD_UNIT") for r in records if r.fields)
+            names.update(f.get("_SYSTEMD_UNIT") for f in fields if f)
         # a journald record may carry PRIORITY values its severity does not
         # show (several, or "06"); `query -p` matches those too, so they count
         if has_priority:
-            for r in records:
-                if r.fields and "PRIORITY" in r.fields:
-                    raw = r.fields["PRIORITY"]
+            for f in fields:
+                if f and "PRIORITY" in f:
+                    raw = f["PRIORITY"]
                     for v in raw if isinstance(raw, list) else [raw]:
                         text = v if isinstance(v, str) else v.decode("latin-1")
                         severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")

@@ -5,8 +5,9 @@ import os
 import time
 
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
+from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 from hostlog.spool.state import write_json
 
@@ -61,4 +62,24 @@ def test_a_failing_sync_stops_the_agent_instead_of_stalling_durability(tmp_path,
         await writer.stop()
         monkeypatch.undo()
         spool.close()
+    asyncio.run(main())
+
+
+def test_columns_and_records_batches_share_frames_in_order(tmp_path):
+    async def main():
+        spool = Spool.open(tmp_path / "spool", Keyring.load_or_create(tmp_path / "k"))
+        writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05, frame_records=250)
+        writer.start()
+        sent = []
+        for i in range(8):
+            batch = recs(100, i * 100)
+            sent.extend(r.msg for r in batch)
+            writer.submit(Columns.of(batch) if i % 2 else batch)
+        seq = await writer.flush()
+        await writer.stop()
+        spool.close()
+        assert seq == 800
+        reader = SpoolReader.open(tmp_path / "spool")
+        assert [(s, r.msg) for s, r in reader.records()] == list(enumerate(sent, 1))
+        assert writer.stats.frames < 8  # batches were merged into frames
     asyncio.run(main())

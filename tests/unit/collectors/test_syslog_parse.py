@@ -341,6 +341,10 @@ def test_bom_is_stripped_and_non_utf8_msg_kept_as_bytes() -> None:
     (b"<14>1 2003-08-24T05:14:15.000000003-07:00 h a - - -", "bad TIMESTAMP at byte 6"),
     (b"<14>1 2003-08-24T24:14:15Z h a - - -", "bad TIMESTAMP at byte 6"),
     (b"<14>1 2003-08-24T05:14:60Z h a - - -", "bad TIMESTAMP at byte 6"),
+    # times and their differences are int64 ns in a chunk: years 1900-2190 only
+    (b"<14>1 0024-05-01T10:00:00Z h a - - -", "bad TIMESTAMP at byte 6"),
+    (b"<14>1 1899-12-31T23:59:59Z h a - - -", "bad TIMESTAMP at byte 6"),
+    (b"<14>1 2191-01-01T00:00:00Z h a - - -", "bad TIMESTAMP at byte 6"),
     (b"<14>1 - h\x01st a - - -", "bad HOSTNAME at byte 8"),
     (b"<14>1 - h " + b"a" * 49 + b" - - -", "bad APP-NAME at byte 10"),
     (b"<14>1 - h a - - [a][a]", "duplicate SD-ID at byte 19"),
@@ -353,8 +357,18 @@ def test_bom_is_stripped_and_non_utf8_msg_kept_as_bytes() -> None:
 def test_rfc5424_errors_say_what_and_where(raw: bytes, where: str) -> None:
     # offsets count bytes from 0
     rec = _p(raw)
+    assert decode_chunk(encode_chunk([rec])) == [rec]
     assert rec.fields["parse_error"] == "rfc5424: " + where
     assert rec.msg == raw.decode() and rec.severity == 6 and rec.facility == 1
+
+
+@pytest.mark.parametrize("raw", [b"<13>Mar  7 2191 19:06:53 dev a: m",
+                                 b"<13>9999-03-07T19:06:53Z dev a: m"])
+def test_rfc3164_time_beyond_2190_is_no_timestamp(raw: bytes) -> None:
+    # RFC 3164 4.3.2: no valid TIMESTAMP -> the receive time, the rest is content
+    rec = _p(raw)
+    assert (rec.ts, rec.msg) == (RECEIVED_NS, raw[4:].decode())
+    assert decode_chunk(encode_chunk([rec])) == [rec]
 
 
 @pytest.mark.parametrize("raw, why", [
@@ -588,7 +602,7 @@ def _escape(v: str) -> str:
 def rfc5424_messages(draw):
     pri = draw(st.integers(0, 191))
     when = draw(st.one_of(st.none(), st.tuples(
-        st.integers(-2208988800, 7258118399),      # 1900 .. 2199
+        st.integers(-2208902400, 6974035199),      # 1900-01-02 .. 2190-12-30 (any zone)
         st.integers(0, 6), st.integers(0, 999999),  # fraction digits, value
         st.integers(-1439, 1439), st.booleans())))  # offset minutes, "Z" for 0
     host, app, msgid = draw(_field(255)), draw(_field(48)), draw(_field(32))

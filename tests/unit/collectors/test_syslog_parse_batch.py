@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from hostlog.collectors import syslog_parse, syslog_parse_batch
 from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog_parse import parse_message, parse_messages
-from hostlog.record import Record, encode_chunk
+from hostlog.collectors.syslog_parse import parse_columns, parse_message, parse_messages
+from hostlog.record import Record, encode_chunk, encode_columns
 
 CORPORA = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9
@@ -47,6 +47,12 @@ def assert_same(raws: list[bytes], *, received_ns: int = RECEIVED_NS,
     # same field order too: the spool's chunk bytes follow it
     assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
     assert encode_chunk(got) == encode_chunk(want)
+    # the collector's path: the same batch as columns (compiled splitter)
+    columns = parse_columns(raws, **kw)
+    assert columns.records() == want
+    assert [list(r.fields) for r in columns.records()] == [list(r.fields) for r in want]
+    if raws:
+        assert encode_columns(columns.columns) == encode_chunk(want)
 
 
 def _batch_taken(raws: list[bytes]) -> bool:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from hostlog.errors import KeyFileError, SpoolLockedError, WrongKeyError
-from hostlog.record import Record
+from hostlog.record import Columns, Record, decode_chunk
 from hostlog.spool import frame as F
 from hostlog.spool.inspect import collect_stats
-from hostlog.spool.keys import Keyring, add_key, create_key_file
+from hostlog.spool.keys import Keyring, add_key, app_bloom_bits, create_key_file
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 
@@ -388,3 +388,32 @@ def test_a_quiet_spool_still_seals_old_segments_and_expires_data(tmp_path, keyri
     spool.maintain(now_ns=time.time_ns() + 2 * 3600 * 10**9)  # and expires by age
     assert len(spool.segments) == 1
     spool.close()
+
+
+def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
+    batch = recs(5)
+    batch[2].fields = {"msgid": "x", "_SYSTEMD_UNIT": "cron.service"}
+    batch[3].fields = {"PRIORITY": "2"}
+    copies = [Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch]
+    columns = Columns.of(copies)
+    as_records = Spool.open(tmp_path / "a", keyring)
+    as_columns = Spool.open(tmp_path / "b", keyring)
+    assert as_records.append(batch) == as_columns.append(columns) == (1, 5)
+    # stamped in place as Records are: this spool's origin, the seqs
+    assert columns.columns[9] == [as_columns.agent_id] * 5
+    assert columns.columns[10] == [1, 2, 3, 4, 5]
+    seen = []
+    for spool in (as_records, as_columns):
+        spool.close()
+        reader = SpoolReader.open(spool.directory)
+        for seg, entry in reader.frames():
+            assert entry.count == 5  # one frame
+            # the index sees the unit and the PRIORITY field in columns too
+            unit = app_bloom_bits(seg.keys.bloom_key, "cron.service")
+            assert entry.app_bloom & unit == unit
+            records = decode_chunk(reader.read_chunk(seg, entry))
+        for r in records:
+            r.origin = ""  # each spool has its own
+        seen.append((entry.severity_mask, entry.ts_min, entry.ts_max, records))
+    assert seen[0] == seen[1]
+    assert seen[0][0] & (1 << 2)

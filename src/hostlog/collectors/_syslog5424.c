@@ -1,0 +1,491 @@
+/* The compiled half of the syslog batch parser: RFC 5424 frames to columns.
+ *
+ * split(frames, received_ns, default_host) reads each frame of a batch as
+ * hostlog.collectors.syslog_parse.parse_message would, for the common shape
+ * only, and returns the batch as columns (no Record and no dict per message):
+ *
+ *   (ts, host, app, pid, severity, facility, msg, msgid, sd, redo)
+ *
+ * ts        epoch ns (int); the NILVALUE timestamp gives received_ns
+ * host      str; the NILVALUE gives default_host
+ * app       str; the NILVALUE gives ""
+ * pid       int, or None for the NILVALUE
+ * severity, facility   int
+ * msg       str (valid UTF-8 only), BOM removed
+ * msgid     str, or None for the NILVALUE
+ * sd        the STRUCTURED-DATA text (str), or None for the NILVALUE; the
+ *           caller parses each distinct text once
+ * redo      indexes of the frames this function did not take; their slots
+ *           in every column hold None and the caller parses them one by one
+ *
+ * It takes a frame only when parse_message would read it as RFC 5424 with
+ * VERSION 1, a valid TIMESTAMP (years 1900-2190), a PROCID that is a pid or
+ * the NILVALUE, syntactically valid STRUCTURED-DATA, and UTF-8 throughout.
+ * Everything else (RFC 3164, a frame the framer cut, other versions, odd
+ * PROCIDs, errors of any kind) is left to the Python parser, so what this
+ * module accepts it reads exactly as the Python parser does
+ * (tests/unit/collectors/test_syslog5424.py holds the two side by side).
+ *
+ * Pure: no I/O, no state kept between calls.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* --- a tiny cache of the last distinct tokens of a column --------------- */
+/* Hosts, apps and MSGIDs repeat within a batch: one str object each serves
+ * every row that has it (the frames stay alive for the whole call). */
+
+#define CACHE_SLOTS 16
+
+typedef struct {
+    const char *text[CACHE_SLOTS];
+    Py_ssize_t len[CACHE_SLOTS];
+    PyObject *str[CACHE_SLOTS];
+    int used;
+    int next;
+} TokenCache;
+
+static PyObject *
+cached_token(TokenCache *c, const char *p, Py_ssize_t n)
+{
+    for (int i = 0; i < c->used; i++) {
+        if (c->len[i] == n && memcmp(c->text[i], p, (size_t)n) == 0) {
+            Py_INCREF(c->str[i]);
+            return c->str[i];
+        }
+    }
+    PyObject *s = PyUnicode_DecodeASCII(p, n, NULL);  /* tokens are %d33-126 */
+    if (s == NULL)
+        return NULL;
+    int slot = c->next;
+    if (c->used == CACHE_SLOTS)
+        Py_DECREF(c->str[slot]);
+    else
+        c->used++;
+    c->text[slot] = p;
+    c->len[slot] = n;
+    c->str[slot] = s;
+    Py_INCREF(s);
+    c->next = (slot + 1) % CACHE_SLOTS;
+    return s;
+}
+
+static void
+clear_cache(TokenCache *c)
+{
+    for (int i = 0; i < c->used; i++)
+        Py_DECREF(c->str[i]);
+    c->used = 0;
+}
+
+/* --- the grammar ------------------------------------------------------------ */
+
+static inline int is_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
+static inline int is_print(unsigned char ch) { return ch >= 33 && ch <= 126; }
+
+/* SD-NAME: PRINTUSASCII except '=', SP, ']', '"' (RFC 5424 6.3) */
+static inline int is_sd_name(unsigned char ch)
+{
+    return is_print(ch) && ch != '=' && ch != ']' && ch != '"';
+}
+
+/* A token of 1..max PRINTUSASCII followed by SP; returns its length, or -1. */
+static Py_ssize_t
+token(const unsigned char *p, const unsigned char *end, Py_ssize_t max)
+{
+    Py_ssize_t n = 0;
+    while (p + n < end && is_print(p[n])) {
+        if (++n > max)
+            return -1;
+    }
+    if (n == 0 || p + n >= end || p[n] != ' ')
+        return -1;
+    return n;
+}
+
+static int
+two_digits(const unsigned char *p)
+{
+    if (!is_digit(p[0]) || !is_digit(p[1]))
+        return -1;
+    return (p[0] - '0') * 10 + (p[1] - '0');
+}
+
+static int
+days_in_month(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return days[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* TIMESTAMP (RFC 5424 6.2.3) followed by SP, at p. Sets *ns and returns the
+ * length before the SP, or -1 (not the shape, or no such time: the Python
+ * parser says which). */
+static Py_ssize_t
+timestamp(const unsigned char *p, const unsigned char *end, int64_t received_ns, int64_t *ns)
+{
+    if (end - p >= 2 && p[0] == '-' && p[1] == ' ') {
+        *ns = received_ns;
+        return 1;
+    }
+    /* YYYY-MM-DDThh:mm:ss = 19 bytes, then at least "Z " */
+    if (end - p < 21 || p[4] != '-' || p[7] != '-' || p[10] != 'T' || p[13] != ':'
+            || p[16] != ':')
+        return -1;
+    int c = two_digits(p), yy = two_digits(p + 2), mo = two_digits(p + 5),
+        d = two_digits(p + 8), h = two_digits(p + 11), mi = two_digits(p + 14),
+        s = two_digits(p + 17);
+    if (c < 0 || yy < 0 || mo < 0 || d < 0 || h < 0 || mi < 0 || s < 0)
+        return -1;
+    int y = c * 100 + yy;
+    /* syslog_time: times (and their differences) must fit int64 ns */
+    if (y < 1900 || y > 2190 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)
+            || h > 23 || mi > 59 || s > 59)
+        return -1;
+    const unsigned char *q = p + 19;
+    int64_t frac = 0;
+    if (q < end && *q == '.') {
+        int digits = 0;
+        q++;
+        while (q < end && is_digit(*q)) {
+            if (++digits > 6)
+                return -1;
+            frac = frac * 10 + (*q - '0');
+            q++;
+        }
+        if (digits == 0)
+            return -1;
+        for (int k = digits; k < 9; k++)
+            frac *= 10;
+    }
+    int64_t offset = 0;
+    if (q < end && *q == 'Z') {
+        q++;
+    } else if (end - q >= 6 && (*q == '+' || *q == '-') && q[3] == ':') {
+        int oh = two_digits(q + 1), om = two_digits(q + 4);
+        if (oh < 0 || om < 0 || oh > 23 || om > 59)
+            return -1;
+        offset = (int64_t)(oh * 3600 + om * 60) * (*q == '-' ? -1 : 1);
+        q += 6;
+    } else {
+        return -1;
+    }
+    if (q >= end || *q != ' ')
+        return -1;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset;
+    *ns = secs * 1000000000LL + frac;
+    return q - p;
+}
+
+/* PROCID as Record.pid: a plain decimal without leading zeros below 2**31
+ * (syslog_parse._pid). Returns the pid, or -1. */
+static long
+pid_of(const unsigned char *p, Py_ssize_t n)
+{
+    if (n < 1 || n > 10 || (p[0] == '0' && n > 1))
+        return -1;
+    int64_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!is_digit(p[i]))
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v < 2147483648LL ? (long)v : -1;
+}
+
+/* SD-ELEMENTs at p (first byte '['): returns the end, or NULL if they do
+ * not parse (the Python parser reports it). The same grammar as
+ * syslog_parse._SD_ELEMENT: a PARAM-VALUE ends at the first '"' not
+ * escaped, holds no bare ']', and a backslash escapes any character. */
+static const unsigned char *
+structured_data(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && *p == '[') {
+        p++;
+        Py_ssize_t n = 0;
+        while (p + n < end && is_sd_name(p[n]) && n <= 32)
+            n++;
+        if (n == 0 || n > 32)
+            return NULL;
+        p += n;
+        while (p < end && *p == ' ') {
+            p++;
+            n = 0;
+            while (p + n < end && is_sd_name(p[n]) && n <= 32)
+                n++;
+            if (n == 0 || n > 32 || end - (p + n) < 2 || p[n] != '=' || p[n + 1] != '"')
+                return NULL;
+            p += n + 2;
+            for (;;) {
+                if (p >= end)
+                    return NULL;
+                if (*p == '"')
+                    break;
+                if (*p == ']')
+                    return NULL;
+                if (*p == '\\') {
+                    if (end - p < 2)
+                        return NULL;
+                    p += 2;
+                    /* "\\." is one character: skip the rest of a UTF-8 sequence */
+                    while (p < end && (*p & 0xC0) == 0x80)
+                        p++;
+                    continue;
+                }
+                p++;
+            }
+            p++;  /* the closing quote */
+        }
+        if (p >= end || *p != ']')
+            return NULL;
+        p++;
+    }
+    return p;
+}
+
+/* --- split ------------------------------------------------------------------- */
+
+enum { C_TS, C_HOST, C_APP, C_PID, C_SEV, C_FAC, C_MSG, C_MSGID, C_SD, C_REDO, C_COUNT };
+
+/* Fill row i of the columns from frame f; 0 = taken, 1 = leave to Python,
+ * -1 = a Python error (memory). */
+static int
+row(PyObject *f, Py_ssize_t i, PyObject **cols, TokenCache *hosts, TokenCache *apps,
+    TokenCache *msgids, int64_t received_ns, PyObject *default_host, PyObject *empty)
+{
+    if (!PyBytes_CheckExact(f))  /* a TruncatedFrame, or not bytes at all */
+        return 1;
+    const unsigned char *start = (const unsigned char *)PyBytes_AS_STRING(f);
+    const unsigned char *end = start + PyBytes_GET_SIZE(f);
+    /* parse_message: a frame ending with LF or NUL loses its trailing CR, LF, NUL */
+    if (end > start && (end[-1] == '\n' || end[-1] == '\0')) {
+        while (end > start && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == '\0'))
+            end--;
+    }
+    const unsigned char *p = start;
+    /* PRI: "<" ("0" / 1-9 *2DIGIT) ">", value <= 191 */
+    if (end - p < 3 || *p != '<')
+        return 1;
+    p++;
+    int pri = 0, digits = 0;
+    while (p < end && is_digit(*p) && digits < 4) {
+        pri = pri * 10 + (*p - '0');
+        digits++;
+        p++;
+    }
+    if (digits == 0 || digits > 3 || (digits > 1 && p[-digits] == '0') || pri > 191
+            || p >= end || *p != '>')
+        return 1;
+    p++;
+    /* VERSION 1 only (another version becomes a field: Python's job) */
+    if (end - p < 2 || p[0] != '1' || p[1] != ' ')
+        return 1;
+    p += 2;
+    int64_t ns;
+    Py_ssize_t n = timestamp(p, end, received_ns, &ns);
+    if (n < 0)
+        return 1;
+    p += n + 1;
+    const unsigned char *host = p;
+    Py_ssize_t host_n = token(p, end, 255);
+    if (host_n < 0)
+        return 1;
+    p += host_n + 1;
+    const unsigned char *app = p;
+    Py_ssize_t app_n = token(p, end, 48);
+    if (app_n < 0)
+        return 1;
+    p += app_n + 1;
+    const unsigned char *procid = p;
+    Py_ssize_t procid_n = token(p, end, 128);
+    if (procid_n < 0)
+        return 1;
+    p += procid_n + 1;
+    long pid = -1;
+    int nil_procid = procid_n == 1 && procid[0] == '-';
+    if (!nil_procid) {
+        pid = pid_of(procid, procid_n);
+        if (pid < 0)
+            return 1;  /* kept as a "procid" field: Python's job */
+    }
+    const unsigned char *msgid = p;
+    Py_ssize_t msgid_n = token(p, end, 32);
+    if (msgid_n < 0)
+        return 1;
+    p += msgid_n + 1;
+    const unsigned char *sd = p, *sd_end;
+    if (p < end && *p == '-') {
+        sd_end = p + 1;
+    } else if (p < end && *p == '[') {
+        sd_end = structured_data(p, end);
+        if (sd_end == NULL)
+            return 1;
+    } else {
+        return 1;
+    }
+    p = sd_end;
+    const unsigned char *msg = p;
+    if (p < end) {
+        if (*p != ' ')
+            return 1;  /* STRUCTURED-DATA must be followed by SP MSG or nothing */
+        msg = p + 1;
+        if (end - msg >= 3 && msg[0] == 0xEF && msg[1] == 0xBB && msg[2] == 0xBF)
+            msg += 3;  /* RFC 5424 6.4: the BOM is a marker, not text */
+    }
+
+    /* Everything is read: make the objects. A decode error means the frame
+     * is not UTF-8, which the Python parser keeps as bytes. */
+    PyObject *msg_s = PyUnicode_DecodeUTF8((const char *)msg, end - msg, NULL);
+    if (msg_s == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return -1;
+        PyErr_Clear();
+        return 1;
+    }
+    PyObject *sd_s = Py_None;
+    Py_INCREF(sd_s);
+    if (*sd == '[') {
+        Py_DECREF(sd_s);
+        sd_s = PyUnicode_DecodeUTF8((const char *)sd, sd_end - sd, NULL);
+        if (sd_s == NULL) {
+            Py_DECREF(msg_s);
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                return -1;
+            PyErr_Clear();
+            return 1;
+        }
+    }
+    PyObject *ts_o = PyLong_FromLongLong(ns);
+    PyObject *host_o, *app_o, *msgid_o, *pid_o;
+    if (host_n == 1 && host[0] == '-') {
+        host_o = default_host;
+        Py_INCREF(host_o);
+    } else {
+        host_o = cached_token(hosts, (const char *)host, host_n);
+    }
+    if (app_n == 1 && app[0] == '-') {
+        app_o = empty;
+        Py_INCREF(app_o);
+    } else {
+        app_o = cached_token(apps, (const char *)app, app_n);
+    }
+    if (msgid_n == 1 && msgid[0] == '-') {
+        msgid_o = Py_None;
+        Py_INCREF(msgid_o);
+    } else {
+        msgid_o = cached_token(msgids, (const char *)msgid, msgid_n);
+    }
+    if (nil_procid) {
+        pid_o = Py_None;
+        Py_INCREF(pid_o);
+    } else {
+        pid_o = PyLong_FromLong(pid);
+    }
+    PyObject *sev_o = PyLong_FromLong(pri & 7), *fac_o = PyLong_FromLong(pri >> 3);
+    PyObject *objs[] = {ts_o, host_o, app_o, pid_o, sev_o, fac_o, msg_s, msgid_o, sd_s};
+    int failed = 0;
+    for (int k = 0; k < C_REDO; k++)
+        failed |= objs[k] == NULL;
+    if (failed) {
+        for (int k = 0; k < C_REDO; k++)
+            Py_XDECREF(objs[k]);
+        return -1;
+    }
+    for (int k = 0; k < C_REDO; k++)
+        PyList_SET_ITEM(cols[k], i, objs[k]);  /* steals the reference */
+    return 0;
+}
+
+static PyObject *
+split(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *frames_arg, *default_host;
+    long long received_ns;
+    if (!PyArg_ParseTuple(args, "OLU:split", &frames_arg, &received_ns, &default_host))
+        return NULL;
+    /* a tuple holds every frame alive for the whole call */
+    PyObject *frames = PySequence_Tuple(frames_arg);
+    if (frames == NULL)
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(frames);
+    PyObject *cols[C_COUNT] = {NULL};
+    PyObject *result = NULL, *empty = NULL;
+    TokenCache hosts = {0}, apps = {0}, msgids = {0};
+    for (int k = 0; k < C_REDO; k++) {
+        if ((cols[k] = PyList_New(count)) == NULL)
+            goto done;
+    }
+    if ((cols[C_REDO] = PyList_New(0)) == NULL || (empty = PyUnicode_FromString("")) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int r = row(PyTuple_GET_ITEM(frames, i), i, cols, &hosts, &apps, &msgids,
+                    (int64_t)received_ns, default_host, empty);
+        if (r < 0)
+            goto done;
+        if (r > 0) {
+            for (int k = 0; k < C_REDO; k++) {
+                Py_INCREF(Py_None);
+                PyList_SET_ITEM(cols[k], i, Py_None);
+            }
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(cols[C_REDO], index) < 0) {
+                Py_XDECREF(index);
+                goto done;
+            }
+            Py_DECREF(index);
+        }
+    }
+    result = PyTuple_New(C_COUNT);
+    if (result != NULL) {
+        for (int k = 0; k < C_COUNT; k++) {
+            PyTuple_SET_ITEM(result, k, cols[k]);
+            cols[k] = NULL;
+        }
+    }
+done:
+    /* on an error, unfilled list slots are NULL, which list dealloc allows */
+    for (int k = 0; k < C_COUNT; k++)
+        Py_XDECREF(cols[k]);
+    clear_cache(&hosts);
+    clear_cache(&apps);
+    clear_cache(&msgids);
+    Py_XDECREF(empty);
+    Py_DECREF(frames);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"split", split, METH_VARARGS,
+     "split(frames, received_ns, default_host) -> (ts, host, app, pid, severity, facility, "
+     "msg, msgid, sd, redo): RFC 5424 frames as columns; see the module source."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_syslog5424",
+    "RFC 5424 frames to columns, the compiled half of syslog_parse_batch.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__syslog5424(void)
+{
+    return PyModule_Create(&module);
+}

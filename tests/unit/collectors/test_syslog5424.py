@@ -1,0 +1,193 @@
+"""The compiled RFC 5424 splitter reads what it takes exactly as parse_message does.
+
+``_syslog5424.split`` takes the common RFC 5424 shape straight into columns
+and leaves every other frame (its index in ``redo``) to the Python parser.
+These tests hold both halves to ``parse_message``: which frames it takes, and
+that a batch read through it (``parse_columns``) gives the same records,
+field order and chunk bytes, also for every frame one edit away from a good
+one (the edge of what it accepts).
+"""
+
+from __future__ import annotations
+
+import calendar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostlog.collectors import syslog_parse_batch
+from hostlog.collectors.syslog_framing import TruncatedFrame
+from hostlog.collectors.syslog_parse import parse_columns, parse_message
+from hostlog.record import encode_chunk, encode_columns
+from tests.conftest import need
+from tests.unit.collectors.test_syslog_parse_batch import LINES_5424, line_5424
+
+RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9
+GOOD = b"<13>1 2024-05-01T10:00:00.250Z web-1 nginx 42 req - GET /index.html 200"
+
+
+@pytest.fixture(scope="module")
+def split():
+    need(syslog_parse_batch._syslog5424 is not None,
+         "hostlog.collectors._syslog5424 (the package built with a C compiler)")
+    return syslog_parse_batch._syslog5424.split
+
+
+def assert_columns_match(raws: list[bytes], peer: str | None = "192.0.2.1") -> None:
+    kw = dict(received_ns=RECEIVED_NS, default_host="relay", peer=peer)
+    want = [parse_message(raw, **kw) for raw in raws]
+    columns = parse_columns(raws, **kw)
+    got = columns.records()
+    assert got == want
+    assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
+    assert encode_columns(columns.columns) == encode_chunk(want)
+
+
+TAKEN = [
+    GOOD,
+    b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed",
+    b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time",
+    b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 "
+    b"[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"] "
+    b"\xef\xbb\xbfAn application event log entry...",
+    b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 "
+    b"[exampleSDID@32473 iut=\"3\"][examplePriority@32473 class=\"high\"]",
+    b"<13>1 2024-05-01T10:00:00.5-00:30 - - - - -",
+    b"<13>1 - h a 1 - - nil timestamp",
+    b"<0>1 2024-02-29T23:59:59+14:00 h a 0 - - leap day, pid zero",
+    b"<191>1 1900-01-01T00:00:00+14:00 h a 2147483647 - - oldest year, biggest pid",
+    b"<13>1 2190-12-31T23:59:59.999999-12:00 h a 1 - - newest year",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x@1 a=\"q\\\"\\]\\\\\" a=\"2\"] escapes, repeats",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x@1 a=\"\xc3\xa9\\\xc3\xa9\"] utf-8 in SD",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x][x] duplicate SD-ID (Python says so)",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - caf\xc3\xa9 \xe2\x82\xac",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - trailing cr\r",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - datagram trailers\r\n\x00",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - nul\x00inside",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - -",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - ",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - \xef\xbb\xbf\xef\xbb\xbftwo BOMs",
+    b"<13>1 2024-05-01T10:00:00Z " + b"h" * 255 + b" " + b"a" * 48 + b" 1 " + b"m" * 32
+    + b" - longest tokens",
+]
+
+LEFT = [
+    b"<13>2 2024-05-01T10:00:00Z h a 1 - - version 2",
+    b"<192>1 2024-05-01T10:00:00Z h a 1 - - bad pri",
+    b"<013>1 2024-05-01T10:00:00Z h a 1 - - leading zero pri",
+    b"<13>1 2024-02-30T10:00:00Z h a 1 - - no such day",
+    b"<13>1 2023-02-29T10:00:00Z h a 1 - - no leap day",
+    b"<13>1 2024-05-01T24:00:00Z h a 1 - - no such hour",
+    b"<13>1 2024-05-01T10:00:60Z h a 1 - - leap second",
+    b"<13>1 2024-05-01T10:00:00+24:00 h a 1 - - no such offset",
+    b"<13>1 2024-05-01T10:00:00.1234567Z h a 1 - - seven digits",
+    b"<13>1 2024-05-01T10:00:00.Z h a 1 - - no digits",
+    b"<13>1 2024-05-01T10:00:00z h a 1 - - lower-case z",
+    b"<13>1 1899-12-31T23:59:59Z h a 1 - - before 1900",
+    b"<13>1 2191-01-01T00:00:00Z h a 1 - - after 2190",
+    b"<13>1 0024-05-01T10:00:00Z h a 1 - - year 24",
+    b"<13>1 2024-05-01T10:00:00+02:00 h app proc-7 m1 - odd procid",
+    b"<13>1 2024-05-01T10:00:00Z h a 0123 - - leading zero pid",
+    b"<13>1 2024-05-01T10:00:00Z h a 2147483648 - - pid too big",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - -x no SP after SD",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x a=\"]\"] bare ] in a value",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x a=\"open",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [" + b"n" * 33 + b"] long SD-ID",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - - \xff not utf-8",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - [x a=\"\xff\"] not utf-8 in SD",
+    b"<13>1 2024-05-01T10:00:00Z " + b"h" * 256 + b" a 1 - - host too long",
+    b"<13>1 2024-05-01T10:00:00Z h " + b"a" * 49 + b" 1 - - app too long",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 " + b"m" * 33 + b" - msgid too long",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 -",
+    b"<13>1 2024-05-01T10:00:00Z h a 1 - ",
+    b"<13>Jun 19 10:00:00 myhost app[12]: rfc 3164",
+    b"",
+    b"<13>",
+]
+
+
+def test_what_it_takes_and_what_it_leaves(split) -> None:
+    ts, *_, redo = split(TAKEN + LEFT, RECEIVED_NS, "relay")
+    assert redo == list(range(len(TAKEN), len(TAKEN) + len(LEFT)))
+    assert ts[0] == calendar.timegm((2024, 5, 1, 10, 0, 0)) * 10**9 + 250_000_000
+
+
+def test_taken_lines_read_as_parse_message_reads_them() -> None:
+    for line in TAKEN:
+        assert_columns_match([GOOD] * 8 + [line])
+
+
+def test_left_lines_read_as_parse_message_reads_them() -> None:
+    for line in LEFT + LINES_5424:
+        assert_columns_match([GOOD] * 8 + [line])
+
+
+def test_a_cut_frame_is_left_to_python_and_marked(split) -> None:
+    cut = TruncatedFrame(GOOD[:30])
+    *_, redo = split([GOOD, cut, GOOD], RECEIVED_NS, "relay")
+    assert redo == [1]
+    raws = [GOOD] * 8 + [cut]
+    assert_columns_match(raws)
+    assert parse_columns(raws, received_ns=RECEIVED_NS).records()[-1].fields["truncated"] == "true"
+
+
+def test_a_batch_of_rfc3164_goes_to_the_python_batch_path() -> None:
+    raws = [b"<13>Jun 19 10:00:00 myhost app[12]: msg %d" % i for i in range(20)]
+    assert syslog_parse_batch._parse_columns(raws, RECEIVED_NS, "relay", None) is None
+    assert_columns_match(raws)
+
+
+def test_rows_share_one_fields_dict_per_msgid_and_sd_but_records_own_theirs() -> None:
+    columns = parse_columns([GOOD] * 10, received_ns=RECEIVED_NS, peer="p")
+    fields = columns.columns[8]
+    assert all(f is fields[0] for f in fields)
+    records = columns.records()
+    records[0].fields["x"] = "y"
+    assert "x" not in records[1].fields and "x" not in fields[0]
+
+
+def test_not_bytes_and_not_a_list(split) -> None:
+    *_, redo = split([bytearray(GOOD), memoryview(GOOD), GOOD], RECEIVED_NS, "relay")
+    assert redo == [0, 1]
+    with pytest.raises(TypeError):
+        split(42, RECEIVED_NS, "relay")
+
+
+# --- properties -------------------------------------------------------------
+
+
+@st.composite
+def one_edit_away(draw) -> bytes:
+    """A frame one byte edit from a valid one: the edge of what split() takes."""
+    line = bytearray(draw(st.sampled_from(TAKEN)))
+    at = draw(st.integers(0, len(line)))
+    byte = draw(st.sampled_from(b" -:.[]\"\\=<>Z+0159T\xef\xbb\xbf\xc3\xff\r\n\x00az"))
+    kind = draw(st.sampled_from(["insert", "replace", "delete"]))
+    if kind == "insert" or at == len(line):
+        line.insert(at, byte)
+    elif kind == "replace":
+        line[at] = byte
+    else:
+        del line[at]
+    return bytes(line)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(one_edit_away())
+def test_one_edit_from_a_good_frame_reads_as_parse_message(line: bytes) -> None:
+    assert_columns_match([GOOD] * 8 + [line])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(line_5424(), min_size=8, max_size=40), st.sampled_from([None, "p"]))
+def test_rfc5424_batches_read_as_parse_message(raws: list[bytes], peer: str | None) -> None:
+    assert_columns_match([GOOD] * len(raws) + raws, peer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=20))
+def test_any_bytes_never_raise(split, raws: list[bytes]) -> None:
+    columns = split(raws, RECEIVED_NS, "relay")
+    assert all(len(column) == len(raws) for column in columns[:-1])
+    assert_columns_match([GOOD] * (len(raws) + 8) + raws)
