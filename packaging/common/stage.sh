@@ -52,7 +52,7 @@ interp="/usr/bin/python$pyver"
   || die "Python.h for python$pyver is missing (systemd-python compiles against it): apt-get install python3-dev"
 pkg-config --exists libsystemd 2>/dev/null \
   || die "libsystemd development files are missing (systemd-python): apt-get install libsystemd-dev pkg-config"
-command -v gcc >/dev/null || die "gcc is missing (systemd-python): apt-get install gcc"
+command -v gcc >/dev/null || die "gcc is missing (systemd-python, the syslog splitter): apt-get install gcc"
 
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/src/hostlog/__init__.py")"
 [ -n "$version" ] || die "no __version__ in src/hostlog/__init__.py"
@@ -63,7 +63,7 @@ trap 'rm -rf "$work"' EXIT
 
 # -- the source: a copy, so the build leaves nothing in the working tree --------
 mkdir -p "$work/src"
-cp -a "$repo/pyproject.toml" "$repo/README.md" "$work/src/"
+cp -a "$repo/pyproject.toml" "$repo/setup.py" "$repo/README.md" "$work/src/"
 [ -f "$repo/LICENSE" ] && cp -a "$repo/LICENSE" "$work/src/"
 cp -a "$repo/src" "$work/src/src"
 find "$work/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
@@ -88,6 +88,10 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 \
   | { grep -v "^WARNING: Location '.*' is ignored" || true; } >&2
 "$venv/bin/python" -B -c 'import systemd.daemon, systemd.journal, hostlog.cli.main' \
   || die "the installed tree does not import"
+# setup.py builds the syslog splitter as optional (a source install without a
+# compiler still works); a package must not ship without it.
+"$venv/bin/python" -B -c 'import hostlog.collectors._syslog5424' \
+  || die "hostlog.collectors._syslog5424 was not built (gcc, python3-dev)"
 
 # /etc/hostlog/agent.toml from the installed code's own default.
 install -d "$stage/etc/hostlog"

@@ -401,7 +401,7 @@ def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
     assert as_records.append(batch) == as_columns.append(columns) == (1, 5)
     # stamped in place as Records are: this spool's origin, the seqs
     assert columns.columns[9] == [as_columns.agent_id] * 5
-    assert columns.columns[10] == [1, 2, 3, 4, 5]
+    assert list(columns.columns[10]) == [1, 2, 3, 4, 5]
     seen = []
     for spool in (as_records, as_columns):
         spool.close()
