@@ -157,34 +157,12 @@ def encode_chunk(records: Sequence[Record]) -> bytes:
     return encode_columns(record_columns(records))
 
 
-def shared_fields(fields: list) -> dict[int, dict] | None:
-    """The distinct dicts of a fields column by id, when its rows share dicts
-    (Columns made by a parser: one dict per distinct MSGID); None when the
-    first rows do not share (Records: a dict each), so nothing is spent there."""
-    head = fields[:16]
-    if len(set(map(id, head))) == len(head):
-        return None
-    return dict(zip(map(id, fields), fields))
-
-
-def _array_header(n: int) -> bytes:
-    # msgpack array header (fixarray / array 16 / array 32)
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def encode_columns(columns: list[list], shared: dict[int, dict] | None = None) -> bytes:
+def encode_columns(columns: list[list]) -> bytes:
     """:func:`encode_chunk` of records given as :func:`record_columns` (not empty).
 
     Per-record work is C-level (``map`` over the columns), so a batch costs
-    a few passes over lists and a few ``msgpack.packb`` calls. ``shared``:
-    :func:`shared_fields` of the fields column, if known; each shared dict
-    is then packed once (same bytes: a msgpack array is its header and its
-    items' bytes in a row). A seq column given as a ``range`` (the spool
-    stamps new records so) needs no delta pass.
+    a few passes over lists and one ``msgpack.packb`` call. A seq column
+    given as a ``range`` (the spool stamps new records so) needs no delta pass.
     """
     ts, host, source, app, pid, severity, facility, msg, fields, origin, seq = columns
     # The string table: host, source, app and origin values, each once, in
@@ -200,23 +178,28 @@ def encode_columns(columns: list[list], shared: dict[int, dict] | None = None) -
     host_idx, source_idx, app_idx, origin_idx = (
         [at(next(iter(d)))] * n if len(d) == 1 else list(map(at, column))  # one value: no map
         for d, column in zip(distinct, (host, source, app, origin)))
-    seq_deltas = [0] + [1] * (n - 1) if type(seq) is range and seq.step == 1 else _deltas(seq)
-    if shared is None:
-        shared = shared_fields(fields)
+    chunk = [
+        CHUNK_VERSION,
+        n,
+        list(table),
+        ts[0],
+        _deltas(ts),
+        host_idx,
+        source_idx,
+        app_idx,
+        pid,
+        bytes(severity),
+        facility,
+        msg,
+        fields,
+        origin_idx,
+        seq[0],
+        [0] + [1] * (n - 1) if type(seq) is range and seq.step == 1 else _deltas(seq),
+    ]
     try:
-        head = msgpack.packb([CHUNK_VERSION, n, list(table), ts[0], _deltas(ts), host_idx,
-                              source_idx, app_idx, pid, bytes(severity), facility, msg],
-                             use_bin_type=True)
-        if shared is None:
-            packed_fields = msgpack.packb(fields, use_bin_type=True)
-        else:
-            packed = {k: msgpack.packb(d, use_bin_type=True) for k, d in shared.items()}
-            packed_fields = _array_header(n) + b"".join(map(packed.__getitem__, map(id, fields)))
-        tail = msgpack.packb([origin_idx, seq[0], seq_deltas], use_bin_type=True)
+        return msgpack.packb(chunk, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ChunkError(f"record does not encode: {exc}") from exc
-    # one 16-item array: its header, then the items of the three pieces
-    return b"\xdc\x00\x10" + head[1:] + packed_fields + tail[1:]
 
 
 def decode_chunk(data: bytes) -> list[Record]:

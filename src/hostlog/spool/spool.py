@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
-from hostlog.record import Columns, Record, encode_columns, record_columns, shared_fields
+from hostlog.record import Columns, Record, encode_columns, record_columns
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, app_bloom_bits
 from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
@@ -301,25 +301,22 @@ class Spool:
         # The frame's app filter covers apps and systemd units, the two things
         # `hostlog query -u` matches.
         names = set(apps)
-        # rows of Columns share their fields dicts: look at each dict once
-        shared = shared_fields(fields)
-        dicts = fields if shared is None else list(shared.values())
         try:
-            has_priority = any(map(contains, dicts, repeat("PRIORITY")))
-            names.update(map(dict.get, dicts, repeat("_SYSTEMD_UNIT")))
+            has_priority = any(map(contains, fields, repeat("PRIORITY", n)))
+            names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT", n)))
         except TypeError:  # fields that are not a dict: look one by one
             has_priority = True
-            names.update(f.get("_SYSTEMD_UNIT") for f in dicts if f)
+            names.update(f.get("_SYSTEMD_UNIT") for f in fields if f)
         # a journald record may carry PRIORITY values its severity does not
         # show (several, or "06"); `query -p` matches those too, so they count
         if has_priority:
-            for f in dicts:
+            for f in fields:
                 if f and "PRIORITY" in f:
                     raw = f["PRIORITY"]
                     for v in raw if isinstance(raw, list) else [raw]:
                         text = v if isinstance(v, str) else v.decode("latin-1")
                         severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
-        chunk = encode_columns(columns, shared)
+        chunk = encode_columns(columns)
         self._prepared_to = end
         return PreparedFrame(chunk, first, n, min(ts), max(ts), severity_mask, names)
 
