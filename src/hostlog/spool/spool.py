@@ -70,19 +70,6 @@ def spool_meta(directory: Path) -> dict | None:
     return read_json(directory / "spool.json")
 
 
-@dataclass(slots=True)
-class PreparedFrame:
-    """A batch stamped and encoded by :meth:`Spool.prepare`, not yet written."""
-
-    chunk: bytes
-    first_seq: int
-    count: int
-    ts_min: int
-    ts_max: int
-    severity_mask: int
-    names: set  # apps and systemd units, for the frame's app filter
-
-
 class Spool:
     def __init__(self, directory: Path, keyring: Keyring, *, segment_bytes: int = 64 << 20,
                  max_bytes: int = 10 << 30, max_age: float = 30 * 86400,
@@ -107,7 +94,6 @@ class Spool:
         self.dropped_records = 0  # removed by retention before every destination had them
         self.dropped_segments = 0
         self.recovery = RecoveryReport()
-        self._prepared_to = 0  # one past the last seq prepare() gave out
 
     # -- open / close ----------------------------------------------------------
     @classmethod
@@ -245,26 +231,15 @@ class Spool:
         this spool's origin and their seq, in place."""
         if not len(records):
             return self.next_seq, self.next_seq - 1
-        self.check_room()
-        return self.write(self.prepare(records))
-
-    def check_room(self) -> None:
-        """Raise SpoolFullError if the spool is full of data it must keep."""
-        assert self.active is not None, "spool is closed"
+        active = self.active
+        assert active is not None, "spool is closed"
         if self.total_bytes > self.max_bytes:
             self.enforce_retention()
             if self.total_bytes > self.max_bytes:
                 raise SpoolFullError(f"spool {self.directory} is full ({self.total_bytes} bytes, "
                                      f"max_bytes {self.max_bytes}) and unacknowledged data "
                                      f"must be kept (on_full = block)")
-
-    def prepare(self, records: Sequence[Record] | Columns) -> PreparedFrame:
-        """Stamp and encode a batch (not empty) as the next frame, without
-        writing it. Frames must be written (:meth:`write`) in the order they
-        were prepared."""
-        active = self.active
-        assert active is not None, "spool is closed"
-        first = max(self._prepared_to, active.next_seq)
+        first = active.next_seq
         n = len(records)
         end = first + n
         origin = self.agent_id
@@ -316,32 +291,19 @@ class Spool:
                     for v in raw if isinstance(raw, list) else [raw]:
                         text = v if isinstance(v, str) else v.decode("latin-1")
                         severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
-        chunk = encode_columns(columns)
-        self._prepared_to = end
-        return PreparedFrame(chunk, first, n, min(ts), max(ts), severity_mask, names)
-
-    def write(self, frame: PreparedFrame) -> tuple[int, int]:
-        """Write a prepared frame; returns its (first, last) seq."""
-        active = self.active
-        assert active is not None, "spool is closed"
-        self.check_room()
-        if frame.first_seq != active.next_seq:
-            raise SpoolError(f"frame for seq {frame.first_seq} written out of order "
-                             f"(next seq {active.next_seq})")
-        # the app filter's key is the segment's: made here, after any rotation
         bloom = 0
-        for name in frame.names:
+        for name in names:
             if isinstance(name, str):
                 bloom |= app_bloom_bits(active.keys.bloom_key, name)
-        active.append(frame.chunk, first_seq=frame.first_seq, count=frame.count,
-                      ts_min=frame.ts_min, ts_max=frame.ts_max,
-                      severity_mask=frame.severity_mask, app_bloom=bloom)
+        active.append(encode_columns(columns), first_seq=first, count=n,
+                      ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
+                      app_bloom=bloom)
         info = self.segments[-1]
         info.next_seq, info.size = active.next_seq, active.size
         if active.size >= self.segment_bytes or (
                 time.time_ns() - active.header.created_ns > self.segment_age * 1e9):
             self.rotate()
-        return frame.first_seq, frame.first_seq + frame.count - 1
+        return first, end - 1
 
     def sync(self) -> int:
         """Make everything accepted durable; returns the durable seq."""
