@@ -119,6 +119,28 @@ def test_an_over_long_tcp_message_is_cut_and_marked_and_the_connection_survives(
     assert got[1]["MESSAGE"] == "after the long one"
 
 
+def test_later_reads_of_an_lf_connection_keep_cuts_nuls_and_rfc3164(agent):
+    # After its first read an LF-framed connection's lines are read in place
+    # as one block; what the framer must cut, or split at a NUL, and lines
+    # the compiled splitter does not read, go the framer's and Python's way.
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
+        s.sendall(b"<13>1 - h blockapp - - - first\n")
+        wait_for(lambda: agent.query_json("-t", "blockapp"), what="the first record")
+        s.sendall(b"<13>1 - h blockapp - - - second\r\n"
+                  b"<13>Jun 19 10:00:00 h blockapp[7]: third, rfc 3164\n")
+        wait_for(lambda: len(agent.query_json("-t", "blockapp")) == 3, what="3 records")
+        s.sendall(b"<13>1 - h blockapp - - - fourth\n<13>1 - h blockapp - - - "
+                  + b"x" * 9000 + b"\n")
+        wait_for(lambda: len(agent.query_json("-t", "blockapp")) == 5, what="5 records")
+        s.sendall(b"<13>1 - h blockapp - - - sixth\x00<13>1 - h blockapp - - - seventh\n")
+    got = wait_for(lambda: (r := agent.query_json("-t", "blockapp", "--all")) and len(r) == 7 and r,
+                   what="7 records")
+    assert [r["MESSAGE"][:6] for r in got] == ["first", "second", "third,", "fourth", "xxxxxx",
+                                               "sixth", "sevent"]
+    assert got[2]["_PID"] == "7" and "truncated" not in got[3]
+    assert got[4]["truncated"] == "true" and len(got[4]["MESSAGE"]) < 8192
+
+
 def test_garbage_becomes_a_record_with_a_parse_error(agent):
     with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
         s.sendall(b"<999>not syslog at all\n")

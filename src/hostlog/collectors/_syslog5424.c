@@ -16,7 +16,18 @@
  * sd        the STRUCTURED-DATA text (str), or None for the NILVALUE; the
  *           caller parses each distinct text once
  * redo      indexes of the frames this function did not take; their slots
- *           in every column hold None and the caller parses them one by one
+ *           hold None, except in msg, which holds the frame's bytes: the
+ *           caller parses them one by one
+ *
+ * split_block(block, received_ns, default_host, max_message) does the same
+ * for the complete lines of an LF-framed connection given as one bytes
+ * object (SyslogFramer.feed_block): it frames them as SyslogFramer does (LF
+ * ends a line, a CR before it is dropped, empty lines are skipped) without a
+ * bytes object per line. It returns None, and leaves the block to the
+ * framer's split_block and split(), when the framer would do more than that:
+ * a NUL in the block (also a trailer), a line longer than max_message (cut
+ * and marked); and when the first line is not one it takes (a stream of
+ * RFC 3164, most likely, which the Python batch regexes read faster).
  *
  * It takes a frame only when parse_message would read it as RFC 5424 with
  * VERSION 1, a valid TIMESTAMP (years 1900-2190), a PROCID that is a pid or
@@ -264,16 +275,21 @@ structured_data(const unsigned char *p, const unsigned char *end)
 
 enum { C_TS, C_HOST, C_APP, C_PID, C_SEV, C_FAC, C_MSG, C_MSGID, C_SD, C_REDO, C_COUNT };
 
-/* Fill row i of the columns from frame f; 0 = taken, 1 = leave to Python,
- * -1 = a Python error (memory). */
+/* What every row of one call shares. */
+typedef struct {
+    PyObject *cols[C_COUNT];
+    TokenCache hosts, apps, msgids;
+    int64_t received_ns;
+    PyObject *default_host;
+    PyObject *empty;  /* "" */
+} Batch;
+
+/* Fill row i of the columns from the frame start..end; 0 = taken, 1 = leave
+ * to Python, -1 = a Python error (memory). */
 static int
-row(PyObject *f, Py_ssize_t i, PyObject **cols, TokenCache *hosts, TokenCache *apps,
-    TokenCache *msgids, int64_t received_ns, PyObject *default_host, PyObject *empty)
+row(Batch *b, Py_ssize_t i, const unsigned char *start, const unsigned char *end)
 {
-    if (!PyBytes_CheckExact(f))  /* a TruncatedFrame, or not bytes at all */
-        return 1;
-    const unsigned char *start = (const unsigned char *)PyBytes_AS_STRING(f);
-    const unsigned char *end = start + PyBytes_GET_SIZE(f);
+    PyObject **cols = b->cols;
     /* parse_message: a frame ending with LF or NUL loses its trailing CR, LF, NUL */
     if (end > start && (end[-1] == '\n' || end[-1] == '\0')) {
         while (end > start && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == '\0'))
@@ -299,7 +315,7 @@ row(PyObject *f, Py_ssize_t i, PyObject **cols, TokenCache *hosts, TokenCache *a
         return 1;
     p += 2;
     int64_t ns;
-    Py_ssize_t n = timestamp(p, end, received_ns, &ns);
+    Py_ssize_t n = timestamp(p, end, b->received_ns, &ns);
     if (n < 0)
         return 1;
     p += n + 1;
@@ -375,22 +391,22 @@ row(PyObject *f, Py_ssize_t i, PyObject **cols, TokenCache *hosts, TokenCache *a
     PyObject *ts_o = PyLong_FromLongLong(ns);
     PyObject *host_o, *app_o, *msgid_o, *pid_o;
     if (host_n == 1 && host[0] == '-') {
-        host_o = default_host;
+        host_o = b->default_host;
         Py_INCREF(host_o);
     } else {
-        host_o = cached_token(hosts, (const char *)host, host_n);
+        host_o = cached_token(&b->hosts, (const char *)host, host_n);
     }
     if (app_n == 1 && app[0] == '-') {
-        app_o = empty;
+        app_o = b->empty;
         Py_INCREF(app_o);
     } else {
-        app_o = cached_token(apps, (const char *)app, app_n);
+        app_o = cached_token(&b->apps, (const char *)app, app_n);
     }
     if (msgid_n == 1 && msgid[0] == '-') {
         msgid_o = Py_None;
         Py_INCREF(msgid_o);
     } else {
-        msgid_o = cached_token(msgids, (const char *)msgid, msgid_n);
+        msgid_o = cached_token(&b->msgids, (const char *)msgid, msgid_n);
     }
     if (nil_procid) {
         pid_o = Py_None;
@@ -413,6 +429,67 @@ row(PyObject *f, Py_ssize_t i, PyObject **cols, TokenCache *hosts, TokenCache *a
     return 0;
 }
 
+/* Columns of `count` rows, and an empty redo list; 0, or -1 on an error. */
+static int
+batch_open(Batch *b, Py_ssize_t count, long long received_ns, PyObject *default_host)
+{
+    memset(b, 0, sizeof *b);
+    b->received_ns = (int64_t)received_ns;
+    b->default_host = default_host;
+    for (int k = 0; k < C_REDO; k++) {
+        if ((b->cols[k] = PyList_New(count)) == NULL)
+            return -1;
+    }
+    if ((b->cols[C_REDO] = PyList_New(0)) == NULL || (b->empty = PyUnicode_FromString("")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* Row i is left to Python: None in every column, `raw` (a new reference,
+ * stolen) in msg, i in redo. 0, or -1 on an error. */
+static int
+batch_redo(Batch *b, Py_ssize_t i, PyObject *raw)
+{
+    if (raw == NULL)
+        return -1;
+    for (int k = 0; k < C_REDO; k++) {
+        if (k == C_MSG) {
+            PyList_SET_ITEM(b->cols[k], i, raw);
+        } else {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(b->cols[k], i, Py_None);
+        }
+    }
+    PyObject *index = PyLong_FromSsize_t(i);
+    if (index == NULL || PyList_Append(b->cols[C_REDO], index) < 0) {
+        Py_XDECREF(index);
+        return -1;
+    }
+    Py_DECREF(index);
+    return 0;
+}
+
+/* The columns as the result tuple (ok), or nothing (an error); frees the rest. */
+static PyObject *
+batch_close(Batch *b, int ok)
+{
+    PyObject *result = ok ? PyTuple_New(C_COUNT) : NULL;
+    if (result != NULL) {
+        for (int k = 0; k < C_COUNT; k++) {
+            PyTuple_SET_ITEM(result, k, b->cols[k]);
+            b->cols[k] = NULL;
+        }
+    }
+    /* on an error, unfilled list slots are NULL, which list dealloc allows */
+    for (int k = 0; k < C_COUNT; k++)
+        Py_XDECREF(b->cols[k]);
+    clear_cache(&b->hosts);
+    clear_cache(&b->apps);
+    clear_cache(&b->msgids);
+    Py_XDECREF(b->empty);
+    return result;
+}
+
 static PyObject *
 split(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -425,56 +502,94 @@ split(PyObject *Py_UNUSED(self), PyObject *args)
     if (frames == NULL)
         return NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(frames);
-    PyObject *cols[C_COUNT] = {NULL};
-    PyObject *result = NULL, *empty = NULL;
-    TokenCache hosts = {0}, apps = {0}, msgids = {0};
-    for (int k = 0; k < C_REDO; k++) {
-        if ((cols[k] = PyList_New(count)) == NULL)
-            goto done;
-    }
-    if ((cols[C_REDO] = PyList_New(0)) == NULL || (empty = PyUnicode_FromString("")) == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        int r = row(PyTuple_GET_ITEM(frames, i), i, cols, &hosts, &apps, &msgids,
-                    (int64_t)received_ns, default_host, empty);
-        if (r < 0)
-            goto done;
+    Batch b;
+    int ok = batch_open(&b, count, received_ns, default_host) == 0;
+    for (Py_ssize_t i = 0; ok && i < count; i++) {
+        PyObject *f = PyTuple_GET_ITEM(frames, i);
+        int r = 1;  /* a TruncatedFrame, or not bytes at all: Python's */
+        if (PyBytes_CheckExact(f)) {
+            const unsigned char *start = (const unsigned char *)PyBytes_AS_STRING(f);
+            r = row(&b, i, start, start + PyBytes_GET_SIZE(f));
+        }
         if (r > 0) {
-            for (int k = 0; k < C_REDO; k++) {
-                Py_INCREF(Py_None);
-                PyList_SET_ITEM(cols[k], i, Py_None);
-            }
-            PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(cols[C_REDO], index) < 0) {
-                Py_XDECREF(index);
-                goto done;
-            }
-            Py_DECREF(index);
+            Py_INCREF(f);
+            r = batch_redo(&b, i, f);
         }
+        ok = r == 0;
     }
-    result = PyTuple_New(C_COUNT);
-    if (result != NULL) {
-        for (int k = 0; k < C_COUNT; k++) {
-            PyTuple_SET_ITEM(result, k, cols[k]);
-            cols[k] = NULL;
-        }
-    }
-done:
-    /* on an error, unfilled list slots are NULL, which list dealloc allows */
-    for (int k = 0; k < C_COUNT; k++)
-        Py_XDECREF(cols[k]);
-    clear_cache(&hosts);
-    clear_cache(&apps);
-    clear_cache(&msgids);
-    Py_XDECREF(empty);
+    PyObject *result = batch_close(&b, ok);
     Py_DECREF(frames);
     return result;
+}
+
+/* The next line of a block at p (before end): sets *line_end (CR LF loses
+ * its CR) and returns where the line after it starts. */
+static const unsigned char *
+next_line(const unsigned char *p, const unsigned char *end, const unsigned char **line_end)
+{
+    const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+    const unsigned char *e = lf == NULL ? end : lf;
+    *line_end = e > p && e[-1] == '\r' ? e - 1 : e;
+    return lf == NULL ? end : lf + 1;
+}
+
+static PyObject *
+split_block(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer view;
+    PyObject *default_host;
+    long long received_ns;
+    Py_ssize_t max_message;
+    if (!PyArg_ParseTuple(args, "y*LUn:split_block", &view, &received_ns, &default_host,
+                          &max_message))
+        return NULL;
+    const unsigned char *start = view.buf, *end = start + view.len, *p, *e;
+    PyObject *result = NULL;
+    /* First pass: count the lines, and give up on what the framer does more of. */
+    Py_ssize_t count = 0;
+    if (memchr(start, '\0', (size_t)view.len) != NULL)
+        goto give_up;
+    for (p = start; p < end;) {
+        const unsigned char *line = p;
+        p = next_line(p, end, &e);
+        if (e - line > max_message)
+            goto give_up;
+        count += e > line;
+    }
+    Batch b;
+    int ok = batch_open(&b, count, received_ns, default_host) == 0;
+    Py_ssize_t i = 0;
+    for (p = start; ok && p < end;) {
+        const unsigned char *line = p;
+        p = next_line(p, end, &e);
+        if (e == line)
+            continue;  /* an empty line carries nothing */
+        int r = row(&b, i, line, e);
+        if (r > 0) {
+            if (i == 0) {
+                batch_close(&b, 0);
+                goto give_up;
+            }
+            r = batch_redo(&b, i, PyBytes_FromStringAndSize((const char *)line, e - line));
+        }
+        ok = r == 0;
+        i++;
+    }
+    result = batch_close(&b, ok);
+    PyBuffer_Release(&view);
+    return result;
+give_up:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(frames, received_ns, default_host) -> (ts, host, app, pid, severity, facility, "
      "msg, msgid, sd, redo): RFC 5424 frames as columns; see the module source."},
+    {"split_block", split_block, METH_VARARGS,
+     "split_block(block, received_ns, default_host, max_message) -> the columns of split(), "
+     "or None: the LF-framed lines of a block; see the module source."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,8 +7,9 @@ them bytes and hands what they return to the sink as batches:
 * UDP and unix datagrams: every datagram received during one turn of the
   event loop is parsed as one batch. A full sink drops the batch and counts it
   (a datagram sender cannot be slowed down).
-* TCP: every ``data_received`` is framed and parsed as one batch; when the
-  sink is full the transport stops reading until it has room, so the kernel's
+* TCP: every ``data_received`` is framed and parsed as one batch (the
+  complete lines of an LF-framed connection as one block, read in place by
+  ``parse_block``); when the sink is full the transport stops reading until it has room, so the kernel's
   flow control slows the sender instead of memory growing.
 
 Batches go to the sink as :class:`~hostlog.record.Columns` (no object per
@@ -29,7 +30,7 @@ from typing import Any
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
 from hostlog.collectors.syslog_framing import SyslogFramer
-from hostlog.collectors.syslog_parse import parse_columns
+from hostlog.collectors.syslog_parse import parse_block, parse_columns
 from hostlog.record import Columns
 
 log = logging.getLogger("hostlog.syslog")
@@ -76,7 +77,15 @@ class _StreamReceiver(asyncio.Protocol):
         self.collector.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self._deliver(self.framer.feed(data))
+        got = self.framer.feed_block(data)
+        if type(got) is bytes:  # whole LF-framed lines, read in place if they can be
+            batch = self.collector.parse_block(got, self.peer)
+            if batch is not None:
+                if batch:  # (a block of empty lines holds no message)
+                    self._submit(batch)
+                return
+            got = self.framer.split_block(got)
+        self._deliver(got)
 
     def eof_received(self) -> bool | None:
         self._deliver(self.framer.finish())
@@ -86,10 +95,12 @@ class _StreamReceiver(asyncio.Protocol):
         self.collector.connections.discard(self)
 
     def _deliver(self, frames: list[bytes]) -> None:
-        if not frames:
-            return
+        if frames:
+            self._submit(self.collector.parse(frames, self.peer))
+
+    def _submit(self, batch: Columns) -> None:
         sink = self.collector.context.sink
-        sink.submit(self.collector.parse(frames, self.peer))
+        sink.submit(batch)
         if not sink.has_room() and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -127,8 +138,19 @@ class SyslogCollector:
     def parse(self, frames: list[bytes], peer: str | None) -> Columns:
         # a frame the framer cut at max_message is a TruncatedFrame, and the
         # parser marks its record fields["truncated"] = "true"
-        batch = parse_columns(frames, received_ns=time.time_ns(),
-                              default_host=self.context.hostname, peer=peer)
+        return self._admit(parse_columns(frames, received_ns=time.time_ns(),
+                                         default_host=self.context.hostname, peer=peer), peer)
+
+    def parse_block(self, block: bytes, peer: str | None) -> Columns | None:
+        """A block of whole lines from SyslogFramer.feed_block, or None:
+        split it with the framer and parse() the frames."""
+        batch = parse_block(block, received_ns=time.time_ns(),
+                            default_host=self.context.hostname, peer=peer,
+                            max_message=self.max_message)
+        return None if batch is None else self._admit(batch, peer)
+
+    def _admit(self, batch: Columns, peer: str | None) -> Columns:
+        """Rate limits, the source's default app, the count."""
         n = len(batch)
         if self.limiter is not None:
             allowed = self.limiter.admit(peer or "local", n, time.monotonic())

@@ -166,19 +166,59 @@ class SyslogFramer:
             if buf:
                 parts[0] = bytes(buf) + parts[0]
                 buf.clear()
-            if cr:
-                parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
-            # (len(data) + len(parts[0]) bounds every line; max() is C-level)
-            if len(data) + len(parts[0]) > self.max_message \
-                    and max(map(len, parts)) > self.max_message:
-                self._emit_long(parts, out)
-            else:
-                out.extend(filter(None, parts))  # empty lines carry nothing
+            # (len(data) + len(parts[0]) bounds every line)
+            self._emit_lines(parts, cr, len(data) + len(parts[0]), out)
         if tail:
             buf += tail
             if self._too_long(buf):
                 self._emit_cut(buf, out)
                 self._discard = True
+
+    def _emit_lines(self, parts: list[bytes], cr: bool, bound: int, out: list[bytes]) -> None:
+        """Complete lines (trailers removed) as frames: CR LF loses its CR,
+        empty lines are skipped, long lines are cut. ``bound`` is at least the
+        longest line's length (cheap to know; max() is C-level, but a pass)."""
+        if cr:
+            parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        if bound > self.max_message and max(map(len, parts)) > self.max_message:
+            self._emit_long(parts, out)
+        else:
+            out.extend(filter(None, parts))  # empty lines carry nothing
+
+    # -- whole lines as one block ---------------------------------------------
+
+    def feed_block(self, data: bytes) -> bytes | list[bytes]:
+        """:meth:`feed`, except that on an LF-framed connection the complete
+        lines may come back as one ``bytes`` block (every line still ending
+        in its LF) for a parser that reads lines in place
+        (:func:`hostlog.collectors.syslog_parse.parse_block`);
+        :meth:`split_block` makes of a block what :meth:`feed` would have
+        returned. The framer's state is the same either way.
+
+        Only data with nothing for the framer to do but split is given as a
+        block: no NUL, not dropping the rest of an over-long line, a partial
+        last line that cannot be over-long yet. Long lines inside a block
+        are the reader's to notice (``split_block`` cuts them)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        end = data.rfind(b"\n") + 1  # 0: no line ends in data
+        if (self._mode != _LF or self._discard or end == 0 or b"\x00" in data
+                or len(data) - end >= self.max_message):
+            return self.feed(data)
+        buf = self._buf
+        block = data[:end] if not buf else bytes(buf) + data[:end]
+        buf.clear()
+        buf += memoryview(data)[end:]  # shorter than max_message: never cut here
+        return block
+
+    def split_block(self, block: bytes) -> list[bytes]:
+        """The frames of a block from :meth:`feed_block`, as :meth:`feed`
+        would have returned them (truncated lines are counted here)."""
+        parts = block.split(b"\n")
+        parts.pop()  # after the last LF: nothing
+        out: list[bytes] = []
+        self._emit_lines(parts, b"\r" in block, len(block), out)
+        return out
 
     def _emit_long(self, parts: list[bytes], out: list[bytes]) -> None:
         mx = self.max_message

@@ -40,7 +40,7 @@ from hostlog.collectors.syslog_framing import TruncatedFrame
 from hostlog.collectors.syslog_time import _bsd_ns, _iso_ns, _rfc3339_ns, clear_time_caches
 from hostlog.record import Columns, Record
 
-__all__ = ["clear_time_caches", "parse_columns", "parse_message", "parse_messages"]
+__all__ = ["clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages"]
 
 # RFC 5424 section 6 ABNF, one match for the whole HEADER plus the SP before
 # STRUCTURED-DATA:
@@ -137,6 +137,22 @@ def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = ""
     return Columns.of(parse_messages(raws, received_ns=received_ns, default_host=default_host,
                                      peer=peer))
 
+
+
+def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
+                peer: str | None = None, max_message: int = 65536) -> Columns | None:
+    """The lines of an LF-framed block (:meth:`SyslogFramer.feed_block
+    <hostlog.collectors.syslog_framing.SyslogFramer.feed_block>`) as
+    :class:`~hostlog.record.Columns`, read without a bytes object per line;
+    or None when the block is not for this path (RFC 3164, a NUL, a line
+    over ``max_message``, no compiled splitter): then ``parse_columns`` of
+    the framer's ``split_block`` reads it. The same records either way."""
+    from hostlog.collectors.syslog_parse_batch import _parse_block
+
+    try:
+        return _parse_block(block, received_ns, default_host, peer, max_message)
+    except Exception:  # a bug in the batch path must not lose messages
+        return None
 
 def _parse_safe(raw: bytes, received_ns: int, default_host: str,
                 peer: str | None) -> Record:

@@ -313,11 +313,42 @@ def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
     """parse_messages as Columns; None: use the Record path."""
     if _syslog5424 is None:
         return None
-    ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = _syslog5424.split(
-        raws, received_ns, default_host)
-    n = len(raws)
+    split = _syslog5424.split(raws, received_ns, default_host)
+    return _columns(split, raws, received_ns, default_host, peer)
+
+
+def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | None,
+                 max_message: int) -> Columns | None:
+    """The lines of an LF-framed block (SyslogFramer.feed_block) as Columns;
+    None: split the block with the framer and parse the frames."""
+    if _syslog5424 is None:
+        return None
+    split = _syslog5424.split_block(block, received_ns, default_host, max_message)
+    if split is None:
+        return None
+    return _columns(split, block, received_ns, default_host, peer)
+
+
+def _block_lines(block: bytes) -> list[bytes]:
+    """The frames of a block split_block() took: lines without their LF (or
+    CR LF), empty ones skipped (it has no NUL and no line to cut)."""
+    lines = block.split(b"\n")
+    del lines[-1]  # after the last LF: nothing
+    stripped = (line[:-1] if line.endswith(b"\r") else line for line in lines)
+    return [line for line in stripped if line]
+
+
+def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_host: str,
+             peer: str | None) -> Columns | None:
+    """Columns from what split() or split_block() returned; None: use the
+    Record path. ``raws`` are the frames, or the block: a frame the Python
+    parser must redo after a look at its STRUCTURED-DATA comes from there."""
+    ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = split
+    n = len(ts)
     if len(redo) * 2 > n:
         return None  # mostly not the common RFC 5424 shape: the batch regexes read it
+    # the rows split() left hold their frame in msg
+    redo_raws = [msgs[j] for j in redo]
     by_msgid: dict[str | None, dict] = {}
     for m in set(msgids):
         f = {} if m is None else {"msgid": m}
@@ -343,13 +374,16 @@ def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
                     f = None  # e.g. an SD-ID twice: parse_message says so
                 by_sd[key] = f
             if f is None:
+                if type(raws) is bytes:  # rare: the block's frames are split once
+                    raws = _block_lines(raws)
                 redo.append(j)
+                redo_raws.append(raws[j])
             else:
                 fields[j] = f
     columns = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields, [""] * n,
                [0] * n]
-    for j in redo:
-        rec = _parse_safe(raws[j], received_ns, default_host, peer)
+    for j, raw in zip(redo, redo_raws):
+        rec = _parse_safe(raw, received_ns, default_host, peer)
         (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (
             rec.ts, rec.host, rec.app, rec.pid, rec.severity, rec.facility, rec.msg,
             rec.fields)

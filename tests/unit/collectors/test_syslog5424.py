@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.collectors import syslog_parse_batch
-from hostlog.collectors.syslog_framing import TruncatedFrame
-from hostlog.collectors.syslog_parse import parse_columns, parse_message
+from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog_parse import parse_block, parse_columns, parse_message
 from hostlog.record import encode_chunk, encode_columns
 from tests.conftest import need
 from tests.unit.collectors.test_syslog_parse_batch import LINES_5424, line_5424
@@ -42,6 +42,23 @@ def assert_columns_match(raws: list[bytes], peer: str | None = "192.0.2.1") -> N
     assert got == want
     assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
     assert encode_columns(columns.columns) == encode_chunk(want)
+
+
+def assert_block_matches(block: bytes, max_message: int = 65536,
+                         peer: str | None = "192.0.2.1") -> bool:
+    """parse_block reads a block as the framer's split_block and parse_message
+    read it, or leaves it (None); returns whether it read it."""
+    kw = dict(received_ns=RECEIVED_NS, default_host="relay", peer=peer)
+    columns = parse_block(block, max_message=max_message, **kw)
+    if columns is None:
+        return False
+    want = [parse_message(f, **kw) for f in SyslogFramer(max_message).split_block(block)]
+    got = columns.records()
+    assert got == want
+    assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
+    if want:
+        assert encode_columns(columns.columns) == encode_chunk(want)
+    return True
 
 
 TAKEN = [
@@ -154,6 +171,23 @@ def test_not_bytes_and_not_a_list(split) -> None:
         split(42, RECEIVED_NS, "relay")
 
 
+def test_a_block_of_lines_reads_as_the_framer_and_parse_message_read_it(split) -> None:
+    lines = [line for line in TAKEN + LEFT + LINES_5424 if not {10, 0} & set(line)]
+    for sep in (b"\n", b"\r\n", b"\n\n\r\n"):
+        assert assert_block_matches(sep.join([GOOD] * len(lines) + lines) + sep)
+    assert assert_block_matches(b"\n\r\n")  # no line at all: no rows
+
+
+def test_a_block_the_framer_must_cut_or_split_is_left_to_it(split) -> None:
+    block = GOOD + b"\n<13>Jun 19 10:00:00 myhost app[12]: rfc 3164 inside\n" + GOOD + b"\n"
+    assert assert_block_matches(block)
+    assert assert_block_matches(block, max_message=len(GOOD))
+    for left, max_message in ((block, len(GOOD) - 1),  # a line to cut
+                              (block.replace(b"inside", b"\x00"), 65536),  # NUL: a trailer
+                              (block[len(GOOD) + 1:], 65536)):  # RFC 3164 first
+        assert parse_block(left, received_ns=RECEIVED_NS, max_message=max_message) is None
+
+
 # --- properties -------------------------------------------------------------
 
 
@@ -191,3 +225,25 @@ def test_any_bytes_never_raise(split, raws: list[bytes]) -> None:
     columns = split(raws, RECEIVED_NS, "relay")
     assert all(len(column) == len(raws) for column in columns[:-1])
     assert_columns_match([GOOD] * (len(raws) + 8) + raws)
+
+
+_SEPARATORS = st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\r\r\n"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.one_of(line_5424(), one_edit_away()), _SEPARATORS), max_size=30),
+       st.integers(8, 300))
+def test_blocks_read_as_the_framer_and_parse_message_read_them(lines, max_message) -> None:
+    block = b"".join(GOOD + b"\n" + line + sep for line, sep in lines)
+    read = assert_block_matches(block, max_message)
+    if not read:  # only when the framer has more to do than split, or split() little
+        frames = SyslogFramer(max_message).split_block(block)
+        *_, redo = syslog_parse_batch._syslog5424.split(frames, RECEIVED_NS, "relay")
+        assert (b"\x00" in block or any(type(f) is TruncatedFrame for f in frames)
+                or len(redo) * 2 > len(frames))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(1, 100))
+def test_any_block_never_raises(block: bytes, max_message: int) -> None:
+    assert_block_matches(GOOD + b"\n" + block + b"\n", max_message)

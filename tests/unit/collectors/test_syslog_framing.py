@@ -170,6 +170,27 @@ def test_lf_line_over_max_is_cut_rest_discarded_connection_survives() -> None:
     assert f.truncated == 2
 
 
+def test_feed_block_gives_whole_lines_as_one_block_on_an_lf_connection() -> None:
+    f = SyslogFramer(max_message=10)
+    assert f.feed_block(b"<1>a\n<2") == [b"<1>a"]  # the first feed decides: a list
+    block = f.feed_block(b">bc\r\n\n<3>\n<4>")
+    assert block == b"<2>bc\r\n\n<3>\n" and type(block) is bytes
+    assert f.split_block(block) == [b"<2>bc", b"<3>"]
+    assert f.feed_block(b"d\n") == b"<4>d\n"
+    # what the framer itself must do comes back as feed() gives it
+    assert f.feed_block(b"<5>\x00<6>\n") == [b"<5>", b"<6>"]  # NUL trailers
+    assert f.feed_block(b"<7>later") == [] and f.feed_block(b"\n") == b"<7>later\n"
+    assert f.feed_block(b"<8>" + b"x" * 20) == [TruncatedFrame(b"<8>xxxxxxx")]  # tail too long
+    assert f.feed_block(b"x\n<9>\n") == [b"<9>"]  # the rest of the cut line is dropped
+    # a long line inside a block is cut by split_block
+    block = f.feed_block(b"<10>" + b"y" * 20 + b"\n<11>\n")
+    assert type(block) is bytes
+    got = f.split_block(block)
+    assert got == [b"<10>yyyyyy", b"<11>"] and type(got[0]) is TruncatedFrame
+    assert f.truncated == 2
+    octet = SyslogFramer()
+    assert octet.feed_block(b"3 <1>3 <2>") == [b"<1>", b"<2>"]  # octet counting: never a block
+
 def test_exactly_max_message_is_not_cut_even_with_crlf_split() -> None:
     f = SyslogFramer(max_message=5)
     assert f.feed(b"<1>ab\r") == [] and f.feed(b"\n") == [b"<1>ab"]
@@ -302,6 +323,35 @@ def test_over_long_messages_are_cut_and_the_stream_stays_in_sync(data) -> None:
     got = _frame_all(stream, mx, _cuts(data.draw, len(stream)))
     assert got == [m[:mx] for m in msgs]
     assert [type(g) is TruncatedFrame for g in got] == [len(m) > mx for m in msgs]
+
+
+#: pieces of streams where framing decisions are made: trailers, CR LF, MSG-LENs
+_PIECES = st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"\x00", b"<13>1 x", b"y", b"12 ",
+                                    b"0", b"z" * 30]), max_size=60).map(b"".join)
+
+
+@settings(max_examples=800)
+@given(st.one_of(st.binary(max_size=400), _PIECES), st.data())
+def test_feed_block_and_split_block_give_what_feed_gives(stream: bytes, data) -> None:
+    mx = data.draw(st.integers(1, 64))
+    if data.draw(st.booleans()):  # mostly LF framing, where blocks happen
+        stream = b"<" + stream
+    whole = SyslogFramer(mx)
+    want = whole.feed(stream) + whole.finish()
+    f = SyslogFramer(mx)
+    got: list[bytes] = []
+    prev = 0
+    for c in _cuts(data.draw, len(stream)) + [len(stream)]:
+        out = f.feed_block(stream[prev:c])
+        if type(out) is bytes:
+            assert out.endswith(b"\n") and b"\x00" not in out
+            out = f.split_block(out)
+        got += out
+        prev = c
+        assert len(f._buf) <= mx + 1
+    got += f.finish()
+    assert [(type(g), g) for g in got] == [(type(w), w) for w in want]
+    assert (f.truncated, f.incomplete) == (whole.truncated, whole.incomplete)
 
 
 @settings(max_examples=500)
