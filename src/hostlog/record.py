@@ -111,14 +111,26 @@ class Columns:
     never makes an object per record, and the spool encodes the lists as they
     are. Several rows may share one ``fields`` dict, so rows are read-only;
     :meth:`records` makes Records of their own (with their own dicts).
+
+    Two things the maker of a batch may know for free, and the spool would
+    otherwise find with a pass over every row:
+
+    * ``text_size``: the bytes of message text, or more (e.g. the size of
+      the raw input the batch was read from); see :meth:`text_bytes`.
+    * ``fields_pool``: dicts of which every row's ``fields`` is one (by
+      identity); more dicts than that is fine. The spool's frame index (apps,
+      severities) reads these instead of every row's.
     """
 
-    __slots__ = ("columns",)
+    __slots__ = ("columns", "text_size", "fields_pool")
 
-    def __init__(self, columns: list[list]) -> None:
+    def __init__(self, columns: list[list], *, text_size: int | None = None,
+                 fields_pool: list[dict] | None = None) -> None:
         if len(columns) != len(COLUMNS) or len(set(map(len, columns))) > 1:
             raise ValueError(f"Columns wants {len(COLUMNS)} lists of one length")
         self.columns = columns
+        self.text_size = text_size
+        self.fields_pool = fields_pool
 
     @classmethod
     def of(cls, records: Sequence[Record]) -> Columns:
@@ -136,16 +148,26 @@ class Columns:
                         map(dict.copy, fields), origin, seq))
 
     def text_bytes(self) -> int:
-        """Characters (or bytes) of message text: what frame size limits count."""
-        return sum(map(len, self.columns[7]))
+        """Characters (or bytes) of message text, or the larger size the maker
+        gave (``text_size``): what frame size limits count."""
+        if self.text_size is None:
+            self.text_size = sum(map(len, self.columns[7]))
+        return self.text_size
 
     def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows."""
+        """Keep the first ``n`` rows (``text_size`` and ``fields_pool`` stay
+        as they are: still at least what is left)."""
         for column in self.columns:
             del column[n:]
 
     def extend(self, other: Columns | Sequence[Record]) -> None:
-        more = other.columns if isinstance(other, Columns) else record_columns(other)
+        if isinstance(other, Columns):
+            more, pool, size = other.columns, other.fields_pool, other.text_bytes()
+        else:
+            more, pool, size = record_columns(other), None, sum(len(r.msg) for r in other)
+        self.text_size = self.text_bytes() + size
+        self.fields_pool = None if pool is None or self.fields_pool is None \
+            else self.fields_pool + pool
         for column, added in zip(self.columns, more):
             column.extend(added)
 

@@ -97,6 +97,22 @@ def test_columns_hold_the_records_they_are_made_of():
         Columns([[0]] * 10 + [[]])
 
 
+def test_columns_keep_what_their_maker_knew_through_extend_and_truncate():
+    records = [Record(ts=i, msg="m" * i, fields={"k": "v"}) for i in range(4)]
+    a = Columns.of(records[:2])
+    a.text_size, a.fields_pool = 100, [records[0].fields, records[1].fields]
+    b = Columns.of(records[2:])
+    b.fields_pool = [records[2].fields, records[3].fields]
+    merged = Columns([[] for _ in range(11)], fields_pool=[])
+    merged.extend(a)
+    merged.extend(b)  # b's size is measured: 2 + 3
+    assert merged.text_bytes() == 105 and merged.fields_pool == [r.fields for r in records]
+    merged.truncate(1)  # both stay bounds of what is left
+    assert merged.text_bytes() == 105 and len(merged.fields_pool) == 4
+    merged.extend(records[:1])  # Records: no pool known any more
+    assert merged.fields_pool is None and merged.text_bytes() == 105
+
+
 @pytest.mark.parametrize("n", [3, 15, 16, 20, 70_000])
 def test_stamped_columns_with_shared_dicts_encode_as_records(n):
     # a seq range (as the spool stamps) and fields dicts shared by rows (as the

@@ -344,6 +344,8 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
     Record path. ``raws`` are the frames, or the block: a frame the Python
     parser must redo after a look at its STRUCTURED-DATA comes from there."""
     ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = split
+    # a block's size bounds its text: no pass over the messages to measure them
+    text_size = len(raws) if type(raws) is bytes else None
     n = len(ts)
     if len(redo) * 2 > n:
         return None  # mostly not the common RFC 5424 shape: the batch regexes read it
@@ -356,8 +358,8 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
             f["peer"] = peer
         by_msgid[m] = f
     fields = list(map(by_msgid.__getitem__, msgids))
+    by_sd: dict[tuple[str | None, str], dict | None] = {}
     if sds.count(None) != n:
-        by_sd: dict[tuple[str | None, str], dict | None] = {}
         for j, sd in enumerate(sds):
             if sd is None:
                 continue
@@ -382,9 +384,12 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
                 fields[j] = f
     columns = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields, [""] * n,
                [0] * n]
+    # every fields dict of the batch, for the spool's frame index
+    pool = [*by_msgid.values(), *filter(None, by_sd.values())]
     for j, raw in zip(redo, redo_raws):
         rec = _parse_safe(raw, received_ns, default_host, peer)
         (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (
             rec.ts, rec.host, rec.app, rec.pid, rec.severity, rec.facility, rec.msg,
             rec.fields)
-    return Columns(columns)
+        pool.append(rec.fields)
+    return Columns(columns, text_size=text_size, fields_pool=pool)

@@ -51,9 +51,12 @@ FRAME_HEADER_SIZE = _FRAME_HEADER.size
 NONCE_SIZE = 12
 TAG_SIZE = 16
 #: LZ4 HC at level 3: on columnar chunks of real logs it compresses ~30% better
-#: than LZ4's fast mode at ~400 MB/s, more than the rest of the write path
-#: can feed it (bench/RESULTS.md); reading is the same LZ4 block decoder.
+#: than LZ4's fast mode (bench/RESULTS.md), at a tenth of its speed. Reading
+#: is the same LZ4 block decoder whichever mode wrote a frame.
 LZ4_MODE = {"mode": "high_compression", "compression": 3}
+#: LZ4's fast mode: for frames written while the writer is behind (a burst),
+#: where HC would be the one step that cannot keep up.
+LZ4_FAST_MODE = {"mode": "default"}
 #: A frame's payload is never larger: a length beyond it is damage, not data.
 MAX_PAYLOAD = 256 * 1024 * 1024
 
@@ -156,9 +159,11 @@ def _aad(header_bytes: bytes, salt: bytes, offset: int) -> bytes:
 
 def seal_frame(chunk: bytes, *, key: bytes, key_id: int, salt: bytes, offset: int,
                first_seq: int, count: int, ts_min: int, ts_max: int, severity_mask: int,
-               app_bloom: int, aead: AESGCM | None = None) -> bytes:
-    """Compress and encrypt one chunk into a complete frame for ``offset``."""
-    compressed = lz4.block.compress(chunk, store_size=False, **LZ4_MODE)
+               app_bloom: int, aead: AESGCM | None = None, fast: bool = False) -> bytes:
+    """Compress and encrypt one chunk into a complete frame for ``offset``
+    (``fast``: with LZ4's fast mode instead of HC)."""
+    compressed = lz4.block.compress(chunk, store_size=False,
+                                    **(LZ4_FAST_MODE if fast else LZ4_MODE))
     header = FrameHeader(key_id=key_id, first_seq=first_seq, count=count, ts_min=ts_min,
                          ts_max=ts_max, severity_mask=severity_mask, app_bloom=app_bloom,
                          chunk_len=len(chunk), payload_len=len(compressed) + TAG_SIZE,

@@ -299,11 +299,12 @@ class SegmentWriter:
         return self.end
 
     def append(self, chunk: bytes, *, first_seq: int, count: int, ts_min: int, ts_max: int,
-               severity_mask: int, app_bloom: int) -> F.IndexEntry:
+               severity_mask: int, app_bloom: int, fast: bool = False) -> F.IndexEntry:
         data = F.seal_frame(chunk, key=self.keys.data_key, key_id=self.header.key_id,
                             salt=self.header.salt, offset=self.end, first_seq=first_seq,
                             count=count, ts_min=ts_min, ts_max=ts_max,
-                            severity_mask=severity_mask, app_bloom=app_bloom, aead=self.aead)
+                            severity_mask=severity_mask, app_bloom=app_bloom, aead=self.aead,
+                            fast=fast)
         # One pwrite per frame: a reader sees the frame whole or (at the tail) cut short.
         view = memoryview(data)
         off = self.end

@@ -225,10 +225,12 @@ class Spool:
     def total_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def append(self, records: Sequence[Record] | Columns) -> tuple[int, int]:
+    def append(self, records: Sequence[Record] | Columns, *,
+               fast: bool = False) -> tuple[int, int]:
         """Write records (or a batch held as Columns) as one frame; returns
         their (first, last) spool seq. Records new here are stamped with
-        this spool's origin and their seq, in place."""
+        this spool's origin and their seq, in place. ``fast``: compress the
+        frame with LZ4's fast mode, not HC (for a writer that is behind)."""
         if not len(records):
             return self.next_seq, self.next_seq - 1
         active = self.active
@@ -270,6 +272,8 @@ class Spool:
             # one pass per attribute, shared by the index entry and the chunk
             columns = record_columns(records)
         ts, _, _, apps, _, severities, _, _, fields, _, _ = columns
+        if isinstance(records, Columns) and records.fields_pool is not None:
+            fields = records.fields_pool  # every row's fields dict is one of these
         severity_mask = 0
         for s in set(severities):
             severity_mask |= 1 << (s & 7)
@@ -277,8 +281,8 @@ class Spool:
         # `hostlog query -u` matches.
         names = set(apps)
         try:
-            has_priority = any(map(contains, fields, repeat("PRIORITY", n)))
-            names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT", n)))
+            has_priority = any(map(contains, fields, repeat("PRIORITY")))
+            names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT")))
         except TypeError:  # fields that are not a dict: look one by one
             has_priority = True
             names.update(f.get("_SYSTEMD_UNIT") for f in fields if f)
@@ -297,7 +301,7 @@ class Spool:
                 bloom |= app_bloom_bits(active.keys.bloom_key, name)
         active.append(encode_columns(columns), first_seq=first, count=n,
                       ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
-                      app_bloom=bloom)
+                      app_bloom=bloom, fast=fast)
         info = self.segments[-1]
         info.next_seq, info.size = active.next_seq, active.size
         if active.size >= self.segment_bytes or (

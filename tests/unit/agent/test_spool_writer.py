@@ -83,3 +83,23 @@ def test_columns_and_records_batches_share_frames_in_order(tmp_path):
         assert [(s, r.msg) for s, r in reader.records()] == list(enumerate(sent, 1))
         assert writer.stats.frames < 8  # batches were merged into frames
     asyncio.run(main())
+
+
+def test_frames_written_while_behind_use_the_fast_compression(tmp_path):
+    async def main():
+        spool = Spool.open(tmp_path / "spool", Keyring.load_or_create(tmp_path / "k"))
+        writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05, frame_records=100)
+        sent = []
+        for i in range(10):  # queued before the thread starts: it is 9 frames behind
+            batch = recs(100, i * 100)
+            sent.extend(r.msg for r in batch)
+            writer.submit(batch)
+        writer.start()
+        assert await writer.flush() == 1000
+        await writer.stop()
+        spool.close()
+        # every frame but the last had a whole frame more waiting behind it
+        assert (writer.stats.frames, writer.stats.fast_frames) == (10, 9)
+        reader = SpoolReader.open(tmp_path / "spool")
+        assert [r.msg for _, r in reader.records()] == sent
+    asyncio.run(main())

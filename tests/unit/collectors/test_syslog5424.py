@@ -42,6 +42,15 @@ def assert_columns_match(raws: list[bytes], peer: str | None = "192.0.2.1") -> N
     assert got == want
     assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
     assert encode_columns(columns.columns) == encode_chunk(want)
+    if columns.fields_pool is not None:  # (the Record path knows none)
+        assert_pool_and_size(columns)
+
+
+def assert_pool_and_size(columns) -> None:
+    """What the parser tells the spool: the fields dicts, the text's bound."""
+    pool = {id(f) for f in columns.fields_pool}
+    assert all(id(f) in pool for f in columns.columns[8])
+    assert columns.text_bytes() >= sum(map(len, columns.columns[7]))
 
 
 def assert_block_matches(block: bytes, max_message: int = 65536,
@@ -58,6 +67,7 @@ def assert_block_matches(block: bytes, max_message: int = 65536,
     assert [list(r.fields) for r in got] == [list(r.fields) for r in want]
     if want:
         assert encode_columns(columns.columns) == encode_chunk(want)
+    assert_pool_and_size(columns)
     return True
 
 

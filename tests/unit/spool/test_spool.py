@@ -396,14 +396,18 @@ def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
     batch[3].fields = {"PRIORITY": "2"}
     copies = [Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch]
     columns = Columns.of(copies)
+    pooled = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch])
+    pooled.fields_pool = [r.fields for r in batch]  # the index reads these instead
     as_records = Spool.open(tmp_path / "a", keyring)
     as_columns = Spool.open(tmp_path / "b", keyring)
+    as_pooled = Spool.open(tmp_path / "c", keyring)
     assert as_records.append(batch) == as_columns.append(columns) == (1, 5)
+    assert as_pooled.append(pooled) == (1, 5)
     # stamped in place as Records are: this spool's origin, the seqs
     assert columns.columns[9] == [as_columns.agent_id] * 5
     assert list(columns.columns[10]) == [1, 2, 3, 4, 5]
     seen = []
-    for spool in (as_records, as_columns):
+    for spool in (as_records, as_columns, as_pooled):
         spool.close()
         reader = SpoolReader.open(spool.directory)
         for seg, entry in reader.frames():
@@ -415,5 +419,5 @@ def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
         for r in records:
             r.origin = ""  # each spool has its own
         seen.append((entry.severity_mask, entry.ts_min, entry.ts_max, records))
-    assert seen[0] == seen[1]
+    assert seen[0] == seen[1] == seen[2]
     assert seen[0][0] & (1 << 2)
