@@ -3,7 +3,8 @@
     .venv/bin/python bench/syslog_tcp.py [--messages 1000000] [--runs 3]
 
 The load generator is this script: it builds N RFC 5424 messages (~160 bytes,
-LF-framed, as `logger --rfc5424 --tcp` and loggen send them) in memory first,
+LF-framed, as `logger --rfc5424 --tcp` and loggen send them; or with RFC 6587
+octet counting, `--octet-counting`) in memory first,
 then writes them down one TCP connection with sendall() in 1 MiB pieces, so
 the sender costs almost nothing and the receiver is the bottleneck. (loggen,
 from syslog-ng-core, cannot be installed beside rsyslog on Debian: the two
@@ -45,15 +46,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_load(n: int) -> bytes:
+def build_load(n: int, octet_counting: bool = False) -> bytes:
     apps = ("sshd", "nginx", "cron", "postfix", "kernel")
     parts = []
     for i in range(n):
         app = apps[i % 5]
-        parts.append(
-            f"<{8 + i % 8}>1 2024-05-01T10:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z "
-            f"bench-host {app} {1000 + i % 97} ID{i % 10} - message number {i:07d} from the load "
-            f"generator with some ordinary text like a request path /api/v1/items?id={i % 5000}\n")
+        msg = (f"<{8 + i % 8}>1 2024-05-01T10:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z "
+               f"bench-host {app} {1000 + i % 97} ID{i % 10} - message number {i:07d} from the load "
+               f"generator with some ordinary text like a request path /api/v1/items?id={i % 5000}")
+        # RFC 6587: "MSG-LEN SP MSG" (the messages are ASCII: len() is octets), or MSG LF
+        parts.append(f"{len(msg)} {msg}" if octet_counting else msg + "\n")
     return "".join(parts).encode()
 
 
@@ -93,6 +95,10 @@ def spool_records(spool: Path) -> int:
     return sum(e.count for _, e in reader.frames())
 
 
+#: bytes of hostlog's spool segments after each run (compression in a burst)
+SPOOL_BYTES: list[int] = []
+
+
 def run_hostlog(data: bytes, n: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         port = free_port()
@@ -111,6 +117,7 @@ def run_hostlog(data: bytes, n: int) -> tuple[float, float]:
             wait_until(lambda: spool_records(spool) >= n, 600)
             elapsed = time.perf_counter() - t0
             cpu = sum(p.cpu_times()[:2]) - cpu0
+            SPOOL_BYTES.append(sum(f.stat().st_size for f in spool.rglob("*.seg")))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -173,13 +180,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--octet-counting", action="store_true",
+                    help="frame the messages with RFC 6587 octet counting instead of LF")
     args = ap.parse_args()
     if shutil.which("rsyslogd") is None:
         sys.exit("rsyslogd is needed for the side-by-side run (apt-get install rsyslog)")
     n = args.messages
-    data = build_load(n)
+    data = build_load(n, args.octet_counting)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"load: {n} RFC 5424 messages, {len(data) / n:.0f} B each, {len(data) / 1e6:.0f} MB, LF-framed")
+    print(f"load: {n} RFC 5424 messages, {len(data) / n:.0f} B each, {len(data) / 1e6:.0f} MB, "
+          + ("octet-counted" if args.octet_counting else "LF-framed"))
     receivers = (("hostlog", run_hostlog), ("rsyslog", run_rsyslog))
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in receivers}
     for _ in range(args.runs):
@@ -196,6 +206,8 @@ def main() -> None:
               f"{cpu / n * 1e6:.2f} µs CPU/msg (median of {args.runs}; runs: "
               + ", ".join(f"{r[0]:.2f}s/{r[1] / n * 1e6:.2f}µs" for r in runs[name]) + ")")
     print(f"ratio hostlog/rsyslog msg/s: {results['hostlog'][0] / results['rsyslog'][0]:.2f}")
+    size = statistics.median(SPOOL_BYTES)
+    print(f"hostlog spool on disk: {size / 1e6:.1f} MB ({len(data) / size:.1f}:1 of the bytes sent)")
 
 
 if __name__ == "__main__":

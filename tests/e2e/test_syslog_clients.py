@@ -141,6 +141,28 @@ def test_later_reads_of_an_lf_connection_keep_cuts_nuls_and_rfc3164(agent):
     assert got[4]["truncated"] == "true" and len(got[4]["MESSAGE"]) < 8192
 
 
+def test_later_reads_of_an_octet_counted_connection_keep_cuts_and_rfc3164(agent):
+    def frame(msg: bytes) -> bytes:
+        return b"%d %s" % (len(msg), msg)
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
+        s.sendall(frame(b"<13>1 - h countapp - - - first"))
+        wait_for(lambda: agent.query_json("-t", "countapp"), what="the first record")
+        last = frame(b"<13>1 - h countapp - - - sixth")
+        s.sendall(frame(b"<13>1 - h countapp - - - second\nwith an LF inside")
+                  + frame(b"<13>Jun 19 10:00:00 h countapp[7]: third, rfc 3164")
+                  + frame(b"<13>1 - h countapp - - - fourth")
+                  + frame(b"<13>1 - h countapp - - - " + b"x" * 9000)
+                  + last[:20])  # a frame cut by the end of this read
+        wait_for(lambda: len(agent.query_json("-t", "countapp")) == 5, what="5 records")
+        s.sendall(last[20:])
+    got = wait_for(lambda: (r := agent.query_json("-t", "countapp", "--all")) and len(r) == 6 and r,
+                   what="6 records")
+    assert [r["MESSAGE"][:6] for r in got] == ["first", "second", "third,", "fourth", "xxxxxx",
+                                               "sixth"]
+    assert got[1]["MESSAGE"] == "second\nwith an LF inside" and got[2]["_PID"] == "7"
+    assert got[4]["truncated"] == "true" and "truncated" not in got[5]
+
+
 def test_garbage_becomes_a_record_with_a_parse_error(agent):
     with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
         s.sendall(b"<999>not syslog at all\n")

@@ -19,15 +19,21 @@
  *           hold None, except in msg, which holds the frame's bytes: the
  *           caller parses them one by one
  *
- * split_block(block, received_ns, default_host, max_message) does the same
- * for the complete lines of an LF-framed connection given as one bytes
- * object (SyslogFramer.feed_block): it frames them as SyslogFramer does (LF
- * ends a line, a CR before it is dropped, empty lines are skipped) without a
- * bytes object per line. It returns None, and leaves the block to the
- * framer's split_block and split(), when the framer would do more than that:
- * a NUL in the block (also a trailer), a line longer than max_message (cut
- * and marked); and when the first line is not one it takes (a stream of
- * RFC 3164, most likely, which the Python batch regexes read faster).
+ * split_block(block, received_ns, default_host, max_message, octet=False)
+ * does the same for the complete frames of a connection given as one bytes
+ * object (SyslogFramer.feed_blocks): it frames them as SyslogFramer does,
+ * without a bytes object per frame. LF framing: LF ends a line, a CR before
+ * it is dropped, empty lines are skipped. Octet counting (octet=True):
+ * "MSG-LEN SP MSG" frames, as octet_prefix() finds them. It returns None,
+ * and leaves the block to the framer's split_block and split(), when the
+ * framer would do more than that: in an LF block a NUL (also a trailer) or
+ * a line longer than max_message (cut and marked); in an octet block
+ * anything but whole frames of at most max_message octets; and when the
+ * first frame is not one it takes (a stream of RFC 3164, most likely, which
+ * the Python batch regexes read faster).
+ *
+ * octet_prefix(data, start, max_message) is where the run of such whole
+ * octet-counted frames that starts at `start` ends: the framer's block.
  *
  * It takes a frame only when parse_message would read it as RFC 5424 with
  * VERSION 1, a valid TIMESTAMP (years 1900-2190), a PROCID that is a pid or
@@ -522,8 +528,8 @@ split(PyObject *Py_UNUSED(self), PyObject *args)
     return result;
 }
 
-/* The next line of a block at p (before end): sets *line_end (CR LF loses
- * its CR) and returns where the line after it starts. */
+/* The next line of an LF block at p (before end): sets *line_end (CR LF
+ * loses its CR) and returns where the line after it starts. */
 static const unsigned char *
 next_line(const unsigned char *p, const unsigned char *end, const unsigned char **line_end)
 {
@@ -533,6 +539,44 @@ next_line(const unsigned char *p, const unsigned char *end, const unsigned char 
     return lf == NULL ? end : lf + 1;
 }
 
+/* The next octet-counted frame at p (RFC 6587 3.4.1: MSG-LEN SP SYSLOG-MSG,
+ * MSG-LEN = NONZERO-DIGIT *DIGIT), whole and at most max_message octets:
+ * sets *body and returns where the next frame starts; NULL if what is at p is
+ * not such a frame (SyslogFramer reads that, with its fallbacks). */
+static const unsigned char *
+next_counted(const unsigned char *p, const unsigned char *end, Py_ssize_t max_message,
+             const unsigned char **body)
+{
+    if (p >= end || *p < '1' || *p > '9')
+        return NULL;
+    Py_ssize_t count = 0;
+    while (p < end && is_digit(*p)) {
+        count = count * 10 + (*p - '0');
+        if (count > max_message)
+            return NULL;
+        p++;
+    }
+    if (p >= end || *p != ' ' || end - (p + 1) < count)
+        return NULL;
+    *body = p + 1;
+    return p + 1 + count;
+}
+
+static PyObject *
+octet_prefix(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, max_message;
+    if (!PyArg_ParseTuple(args, "y*nn:octet_prefix", &view, &start, &max_message))
+        return NULL;
+    const unsigned char *base = view.buf, *end = base + view.len, *body;
+    const unsigned char *p = base + (start < 0 ? 0 : start > view.len ? view.len : start), *q;
+    while ((q = next_counted(p, end, max_message, &body)) != NULL)
+        p = q;
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(p - base);
+}
+
 static PyObject *
 split_block(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -540,37 +584,49 @@ split_block(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *default_host;
     long long received_ns;
     Py_ssize_t max_message;
-    if (!PyArg_ParseTuple(args, "y*LUn:split_block", &view, &received_ns, &default_host,
-                          &max_message))
+    int octet = 0;
+    if (!PyArg_ParseTuple(args, "y*LUn|p:split_block", &view, &received_ns, &default_host,
+                          &max_message, &octet))
         return NULL;
-    const unsigned char *start = view.buf, *end = start + view.len, *p, *e;
+    const unsigned char *start = view.buf, *end = start + view.len, *p, *f, *e;
     PyObject *result = NULL;
-    /* First pass: count the lines, and give up on what the framer does more of. */
+    /* First pass: count the frames, and give up on what the framer does more of. */
     Py_ssize_t count = 0;
-    if (memchr(start, '\0', (size_t)view.len) != NULL)
+    if (!octet && memchr(start, '\0', (size_t)view.len) != NULL)
         goto give_up;
     for (p = start; p < end;) {
-        const unsigned char *line = p;
-        p = next_line(p, end, &e);
-        if (e - line > max_message)
-            goto give_up;
-        count += e > line;
+        if (octet) {
+            if ((p = next_counted(p, end, max_message, &f)) == NULL)
+                goto give_up;
+            count++;
+        } else {
+            f = p;
+            p = next_line(p, end, &e);
+            if (e - f > max_message)
+                goto give_up;
+            count += e > f;
+        }
     }
     Batch b;
     int ok = batch_open(&b, count, received_ns, default_host) == 0;
     Py_ssize_t i = 0;
     for (p = start; ok && p < end;) {
-        const unsigned char *line = p;
-        p = next_line(p, end, &e);
-        if (e == line)
-            continue;  /* an empty line carries nothing */
-        int r = row(&b, i, line, e);
+        if (octet) {
+            p = next_counted(p, end, max_message, &f);
+            e = p;
+        } else {
+            f = p;
+            p = next_line(p, end, &e);
+            if (e == f)
+                continue;  /* an empty line carries nothing */
+        }
+        int r = row(&b, i, f, e);
         if (r > 0) {
             if (i == 0) {
                 batch_close(&b, 0);
                 goto give_up;
             }
-            r = batch_redo(&b, i, PyBytes_FromStringAndSize((const char *)line, e - line));
+            r = batch_redo(&b, i, PyBytes_FromStringAndSize((const char *)f, e - f));
         }
         ok = r == 0;
         i++;
@@ -588,8 +644,11 @@ static PyMethodDef methods[] = {
      "split(frames, received_ns, default_host) -> (ts, host, app, pid, severity, facility, "
      "msg, msgid, sd, redo): RFC 5424 frames as columns; see the module source."},
     {"split_block", split_block, METH_VARARGS,
-     "split_block(block, received_ns, default_host, max_message) -> the columns of split(), "
-     "or None: the LF-framed lines of a block; see the module source."},
+     "split_block(block, received_ns, default_host, max_message, octet=False) -> the columns "
+     "of split(), or None: the frames of a block; see the module source."},
+    {"octet_prefix", octet_prefix, METH_VARARGS,
+     "octet_prefix(data, start, max_message) -> the end of the whole octet-counted frames "
+     "of at most max_message octets from start on."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,8 +7,8 @@ them bytes and hands what they return to the sink as batches:
 * UDP and unix datagrams: every datagram received during one turn of the
   event loop is parsed as one batch. A full sink drops the batch and counts it
   (a datagram sender cannot be slowed down).
-* TCP: every ``data_received`` is framed and parsed as one batch (the
-  complete lines of an LF-framed connection as one block, read in place by
+* TCP: every ``data_received`` is framed and parsed as one batch (runs of
+  whole frames come from the framer as one block, read in place by
   ``parse_block``); when the sink is full the transport stops reading until it has room, so the kernel's
   flow control slows the sender instead of memory growing.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
-from hostlog.collectors.syslog_framing import SyslogFramer
+from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer
 from hostlog.collectors.syslog_parse import parse_block, parse_columns
 from hostlog.record import Columns
 
@@ -77,15 +77,9 @@ class _StreamReceiver(asyncio.Protocol):
         self.collector.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        got = self.framer.feed_block(data)
-        if type(got) is bytes:  # whole LF-framed lines, read in place if they can be
-            batch = self.collector.parse_block(got, self.peer)
-            if batch is not None:
-                if batch:  # (a block of empty lines holds no message)
-                    self._submit(batch)
-                return
-            got = self.framer.split_block(got)
-        self._deliver(got)
+        batch = self.collector.parse_stream(self.framer.feed_blocks(data), self.framer, self.peer)
+        if batch:  # (a block of empty lines holds no message)
+            self._submit(batch)
 
     def eof_received(self) -> bool | None:
         self._deliver(self.framer.finish())
@@ -141,13 +135,35 @@ class SyslogCollector:
         return self._admit(parse_columns(frames, received_ns=time.time_ns(),
                                          default_host=self.context.hostname, peer=peer), peer)
 
-    def parse_block(self, block: bytes, peer: str | None) -> Columns | None:
-        """A block of whole lines from SyslogFramer.feed_block, or None:
-        split it with the framer and parse() the frames."""
-        batch = parse_block(block, received_ns=time.time_ns(),
-                            default_host=self.context.hostname, peer=peer,
-                            max_message=self.max_message)
-        return None if batch is None else self._admit(batch, peer)
+    def parse_stream(self, frames: list[bytes], framer: SyslogFramer,
+                     peer: str | None) -> Columns | None:
+        """What SyslogFramer.feed_blocks returned (frames, and blocks of
+        frames read in place where parse_block can) as one batch, in order."""
+        if not frames:
+            return None
+        now, host, batches, loose = time.time_ns(), self.context.hostname, [], []
+        for frame in frames:
+            if type(frame) is LineBlock or type(frame) is OctetBlock:
+                batch = parse_block(frame, received_ns=now, default_host=host, peer=peer,
+                                    max_message=self.max_message)
+                if batch is None:
+                    loose += framer.split_block(frame)
+                    continue
+                if loose:
+                    batches.append(parse_columns(loose, received_ns=now, default_host=host,
+                                                 peer=peer))
+                    loose = []
+                batches.append(batch)
+            else:
+                loose.append(frame)
+        if loose:
+            batches.append(parse_columns(loose, received_ns=now, default_host=host, peer=peer))
+        if not batches:
+            return None
+        batch = batches[0]
+        for more in batches[1:]:
+            batch.extend(more)
+        return self._admit(batch, peer)
 
     def _admit(self, batch: Columns, peer: str | None) -> Columns:
         """Rate limits, the source's default app, the count."""

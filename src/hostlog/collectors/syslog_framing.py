@@ -31,7 +31,12 @@ Theory of operation:
 
 from __future__ import annotations
 
-__all__ = ["SyslogFramer", "TruncatedFrame"]
+__all__ = ["LineBlock", "OctetBlock", "SyslogFramer", "TruncatedFrame"]
+
+try:  # compiled (setup.py); without it octet-counted frames never come as blocks
+    from hostlog.collectors._syslog5424 import octet_prefix as _octet_prefix
+except ImportError:  # pragma: no cover - tested where the extension is built
+    _octet_prefix = None
 
 # Framing method of the connection.
 _UNDECIDED, _OCTET, _LF = 0, 1, 2
@@ -51,6 +56,22 @@ class TruncatedFrame(bytes):
     :func:`hostlog.collectors.syslog_parse.parse_message` marks the record of
     such a frame with ``fields["truncated"] = "true"``.
     """
+
+    __slots__ = ()
+
+
+class LineBlock(bytes):
+    """Complete LF-framed lines of one connection in one piece, each still
+    ending in its LF (CR LF, empty lines and over-long lines still in it):
+    see :meth:`SyslogFramer.feed_blocks`."""
+
+    __slots__ = ()
+
+
+class OctetBlock(bytes):
+    """Whole octet-counted frames (``MSG-LEN SP MSG``, MSG at most
+    ``max_message`` octets) of one connection in one piece: see
+    :meth:`SyslogFramer.feed_blocks`."""
 
     __slots__ = ()
 
@@ -185,38 +206,59 @@ class SyslogFramer:
         else:
             out.extend(filter(None, parts))  # empty lines carry nothing
 
-    # -- whole lines as one block ---------------------------------------------
+    # -- runs of whole frames as one block ----------------------------------------
 
-    def feed_block(self, data: bytes) -> bytes | list[bytes]:
-        """:meth:`feed`, except that on an LF-framed connection the complete
-        lines may come back as one ``bytes`` block (every line still ending
-        in its LF) for a parser that reads lines in place
-        (:func:`hostlog.collectors.syslog_parse.parse_block`);
-        :meth:`split_block` makes of a block what :meth:`feed` would have
-        returned. The framer's state is the same either way.
+    def feed_blocks(self, data: bytes) -> list[bytes]:
+        """:meth:`feed`, except that a run of complete frames may come back
+        as one :class:`LineBlock` or :class:`OctetBlock` (the bytes of those
+        frames as they came, in one piece), for a parser that reads frames in
+        place (:func:`hostlog.collectors.syslog_parse.parse_block`);
+        :meth:`split_block` makes of a block the frames :meth:`feed` would
+        have returned. The framer's state is the same either way.
 
-        Only data with nothing for the framer to do but split is given as a
-        block: no NUL, not dropping the rest of an over-long line, a partial
-        last line that cannot be over-long yet. Long lines inside a block
-        are the reader's to notice (``split_block`` cuts them)."""
+        LF framing: the complete lines of data with no NUL in it, when the
+        framer is not dropping the rest of an over-long line and the partial
+        last line cannot be over-long yet (long lines inside a block are the
+        reader's to notice: ``split_block`` cuts them). Octet counting: after
+        the frame under way is finished, the run of whole frames of at most
+        ``max_message`` octets (found by the compiled ``octet_prefix``; none
+        without it); what follows the run is framed as :meth:`feed` frames it.
+        """
         if type(data) is not bytes:
             data = bytes(data)
-        end = data.rfind(b"\n") + 1  # 0: no line ends in data
-        if (self._mode != _LF or self._discard or end == 0 or b"\x00" in data
-                or len(data) - end >= self.max_message):
+        if self._mode == _LF:
+            end = data.rfind(b"\n") + 1  # 0: no line ends in data
+            if self._discard or end == 0 or b"\x00" in data or len(data) - end >= self.max_message:
+                return self.feed(data)
+            buf = self._buf
+            block = LineBlock(data[:end] if not buf else bytes(buf) + data[:end])
+            buf.clear()
+            buf += memoryview(data)[end:]  # shorter than max_message: never cut here
+            return [block]
+        if self._mode != _OCTET or _octet_prefix is None:
             return self.feed(data)
-        buf = self._buf
-        block = data[:end] if not buf else bytes(buf) + data[:end]
-        buf.clear()
-        buf += memoryview(data)[end:]  # shorter than max_message: never cut here
-        return block
+        out: list[bytes] = []
+        data, pos = self._feed_octet(data, out, stop_between_frames=True)
+        end = _octet_prefix(data, pos, self.max_message)
+        if end > pos:
+            out.append(OctetBlock(data[pos:end]))
+        if end < len(data):
+            self._feed_octet(data[end:], out)
+        return out
 
     def split_block(self, block: bytes) -> list[bytes]:
-        """The frames of a block from :meth:`feed_block`, as :meth:`feed`
+        """The frames of a block from :meth:`feed_blocks`, as :meth:`feed`
         would have returned them (truncated lines are counted here)."""
+        out: list[bytes] = []
+        if type(block) is OctetBlock:
+            pos = 0
+            while pos < len(block):
+                sp = block.index(b" ", pos)
+                pos = sp + 1 + int(block[pos:sp])
+                out.append(block[sp + 1:pos])
+            return out
         parts = block.split(b"\n")
         parts.pop()  # after the last LF: nothing
-        out: list[bytes] = []
         self._emit_lines(parts, b"\r" in block, len(block), out)
         return out
 
@@ -242,12 +284,18 @@ class SyslogFramer:
 
     # -- octet counting (RFC 6587 3.4.1) -------------------------------------
 
-    def _feed_octet(self, data: bytes, out: list[bytes]) -> None:
+    def _feed_octet(self, data: bytes, out: list[bytes],
+                    stop_between_frames: bool = False) -> tuple[bytes, int]:
+        """Frame ``data``; returns it (joined to a buffered MSG-LEN, if one
+        was) and how far it was read: all of it, or (``stop_between_frames``)
+        up to where the next frame starts with nothing buffered."""
         buf = self._buf
         mx = self.max_message
         pos, n = 0, len(data)
         while pos < n:
             state = self._state
+            if stop_between_frames and state == _HEADER and not buf:
+                return data, pos
             if state == _HEADER:
                 if buf:  # a MSG-LEN split across feeds: at most _len_digits bytes
                     data = bytes(buf) + data[pos:]
@@ -260,7 +308,7 @@ class SyslogFramer:
                     if n - pos <= self._len_digits and data[pos] in _NONZERO \
                             and data[pos:].isdigit():
                         buf += data[pos:]  # wait for the rest of MSG-LEN
-                        return
+                        return data, n
                     self._state = _LINE  # not a MSG-LEN: this frame is a line
                     continue
                 digits = data[pos:sp]
@@ -282,7 +330,7 @@ class SyslogFramer:
                 want = self._need - len(buf)
                 if n - pos < want:
                     buf += memoryview(data)[pos:]
-                    return
+                    return data, n
                 frame = bytes(buf) + data[pos:pos + want]
                 buf.clear()
                 pos += want
@@ -307,7 +355,7 @@ class SyslogFramer:
                         if self._too_long(buf):
                             self._emit_cut(buf, out)
                             self._discard = True
-                    return
+                    return data, n
                 if self._discard:
                     self._discard = False
                 else:
@@ -322,6 +370,7 @@ class SyslogFramer:
                         out.append(line)
                 pos = i + 1
                 self._state = _HEADER
+        return data, n
 
 
 def _terminator(data: bytes, pos: int) -> int:

@@ -141,18 +141,20 @@ def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = ""
 
 def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
                 peer: str | None = None, max_message: int = 65536) -> Columns | None:
-    """The lines of an LF-framed block (:meth:`SyslogFramer.feed_block
-    <hostlog.collectors.syslog_framing.SyslogFramer.feed_block>`) as
-    :class:`~hostlog.record.Columns`, read without a bytes object per line;
-    or None when the block is not for this path (RFC 3164, a NUL, a line
-    over ``max_message``, no compiled splitter): then ``parse_columns`` of
-    the framer's ``split_block`` reads it. The same records either way."""
+    """The frames of a block (a :class:`~hostlog.collectors.syslog_framing.LineBlock`
+    or :class:`~hostlog.collectors.syslog_framing.OctetBlock` from
+    ``SyslogFramer.feed_blocks``) as :class:`~hostlog.record.Columns`, read
+    without a bytes object per frame; or None when the block is not for this
+    path (RFC 3164, a NUL or a line over ``max_message`` in a LineBlock, no
+    compiled splitter): then ``parse_columns`` of the framer's
+    ``split_block`` reads it. The same records either way."""
     from hostlog.collectors.syslog_parse_batch import _parse_block
 
     try:
         return _parse_block(block, received_ns, default_host, peer, max_message)
     except Exception:  # a bug in the batch path must not lose messages
         return None
+
 
 def _parse_safe(raw: bytes, received_ns: int, default_host: str,
                 peer: str | None) -> Record:

@@ -15,7 +15,7 @@ import re
 from itertools import repeat
 from operator import add
 
-from hostlog.collectors.syslog_framing import TruncatedFrame
+from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import _SD_NAME, _parse_safe, _pid, _structured_data
 from hostlog.collectors.syslog_time import (
     _MISS,
@@ -319,23 +319,17 @@ def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
 
 def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | None,
                  max_message: int) -> Columns | None:
-    """The lines of an LF-framed block (SyslogFramer.feed_block) as Columns;
-    None: split the block with the framer and parse the frames."""
+    """The frames of a LineBlock or OctetBlock as Columns; None: split the
+    block with the framer and parse the frames."""
     if _syslog5424 is None:
         return None
-    split = _syslog5424.split_block(block, received_ns, default_host, max_message)
+    if type(block) is not OctetBlock and type(block) is not LineBlock:
+        block = LineBlock(block)  # plain bytes: lines
+    split = _syslog5424.split_block(block, received_ns, default_host, max_message,
+                                    type(block) is OctetBlock)
     if split is None:
         return None
     return _columns(split, block, received_ns, default_host, peer)
-
-
-def _block_lines(block: bytes) -> list[bytes]:
-    """The frames of a block split_block() took: lines without their LF (or
-    CR LF), empty ones skipped (it has no NUL and no line to cut)."""
-    lines = block.split(b"\n")
-    del lines[-1]  # after the last LF: nothing
-    stripped = (line[:-1] if line.endswith(b"\r") else line for line in lines)
-    return [line for line in stripped if line]
 
 
 def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_host: str,
@@ -343,9 +337,10 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
     """Columns from what split() or split_block() returned; None: use the
     Record path. ``raws`` are the frames, or the block: a frame the Python
     parser must redo after a look at its STRUCTURED-DATA comes from there."""
+    block = raws if isinstance(raws, (LineBlock, OctetBlock)) else None
     ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = split
     # a block's size bounds its text: no pass over the messages to measure them
-    text_size = len(raws) if type(raws) is bytes else None
+    text_size = None if block is None else len(block)
     n = len(ts)
     if len(redo) * 2 > n:
         return None  # mostly not the common RFC 5424 shape: the batch regexes read it
@@ -376,8 +371,8 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
                     f = None  # e.g. an SD-ID twice: parse_message says so
                 by_sd[key] = f
             if f is None:
-                if type(raws) is bytes:  # rare: the block's frames are split once
-                    raws = _block_lines(raws)
+                if raws is block:  # rare: the block's frames are split once (no cuts:
+                    raws = SyslogFramer(len(block)).split_block(block)  # split_block took it)
                 redo.append(j)
                 redo_raws.append(raws[j])
             else:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.collectors import syslog_parse_batch
-from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog_framing import OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import parse_block, parse_columns, parse_message
 from hostlog.record import encode_chunk, encode_columns
 from tests.conftest import need
@@ -198,6 +198,18 @@ def test_a_block_the_framer_must_cut_or_split_is_left_to_it(split) -> None:
         assert parse_block(left, received_ns=RECEIVED_NS, max_message=max_message) is None
 
 
+def counted(frames: list[bytes]) -> OctetBlock:
+    return OctetBlock(b"".join(b"%d %s" % (len(f), f) for f in frames))
+
+
+def test_an_octet_counted_block_reads_as_the_framer_and_parse_message_read_it(split) -> None:
+    frames = [f for f in TAKEN + LEFT + LINES_5424 if f]  # LF and NUL are content here
+    assert assert_block_matches(counted([GOOD] * len(frames) + frames))
+    block = counted([GOOD, GOOD + b"x" * 100, GOOD])
+    assert parse_block(block, received_ns=RECEIVED_NS, max_message=len(GOOD) + 99) is None
+    assert parse_block(block[:-1], received_ns=RECEIVED_NS) is None  # not whole frames
+
+
 # --- properties -------------------------------------------------------------
 
 
@@ -257,3 +269,9 @@ def test_blocks_read_as_the_framer_and_parse_message_read_them(lines, max_messag
 @given(st.binary(max_size=300), st.integers(1, 100))
 def test_any_block_never_raises(block: bytes, max_message: int) -> None:
     assert_block_matches(GOOD + b"\n" + block + b"\n", max_message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(line_5424(), one_edit_away()).filter(bool), max_size=30))
+def test_octet_counted_blocks_read_as_the_framer_and_parse_message_read_them(frames) -> None:
+    assert assert_block_matches(counted([f for frame in frames for f in (GOOD, frame)]))

@@ -31,7 +31,8 @@ from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
+from hostlog.collectors import syslog_framing
+from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import parse_message
 
 CORPUS = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "syslog" / \
@@ -49,12 +50,18 @@ def _load() -> list:
 CASES = _load()
 
 
-def _frame_all(stream: bytes, max_message: int, cuts: list[int]) -> list[bytes]:
+def _frame_all(stream: bytes, max_message: int, cuts: list[int],
+               blocks: bool = False) -> list[bytes]:
+    """The frames of a stream fed in pieces (cut at ``cuts``) by feed(), or
+    by feed_blocks() with its blocks split."""
     f = SyslogFramer(max_message)
     out: list[bytes] = []
     prev = 0
     for c in cuts + [len(stream)]:
-        out += f.feed(stream[prev:c])
+        if not blocks:
+            out += f.feed(stream[prev:c])
+        for got in f.feed_blocks(stream[prev:c]) if blocks else []:
+            out += f.split_block(got) if type(got) in (LineBlock, OctetBlock) else [got]
         prev = c
     return out + f.finish()
 
@@ -138,6 +145,12 @@ def test_known_no_frame_cases_exist() -> None:
     assert set(NO_FRAME) <= {c["id"] for c in CASES}
 
 
+@pytest.fixture
+def octet_prefix():
+    need(syslog_framing._octet_prefix is not None,
+         "hostlog.collectors._syslog5424 (the package built with a C compiler)")
+
+
 # --- non-transparent framing ------------------------------------------------------
 
 
@@ -170,26 +183,36 @@ def test_lf_line_over_max_is_cut_rest_discarded_connection_survives() -> None:
     assert f.truncated == 2
 
 
-def test_feed_block_gives_whole_lines_as_one_block_on_an_lf_connection() -> None:
+def test_feed_blocks_gives_whole_lines_as_one_block_on_an_lf_connection() -> None:
     f = SyslogFramer(max_message=10)
-    assert f.feed_block(b"<1>a\n<2") == [b"<1>a"]  # the first feed decides: a list
-    block = f.feed_block(b">bc\r\n\n<3>\n<4>")
-    assert block == b"<2>bc\r\n\n<3>\n" and type(block) is bytes
+    assert f.feed_blocks(b"<1>a\n<2") == [b"<1>a"]  # the first feed decides: frames
+    [block] = f.feed_blocks(b">bc\r\n\n<3>\n<4>")
+    assert block == b"<2>bc\r\n\n<3>\n" and type(block) is LineBlock
     assert f.split_block(block) == [b"<2>bc", b"<3>"]
-    assert f.feed_block(b"d\n") == b"<4>d\n"
+    assert f.feed_blocks(b"d\n") == [b"<4>d\n"]
     # what the framer itself must do comes back as feed() gives it
-    assert f.feed_block(b"<5>\x00<6>\n") == [b"<5>", b"<6>"]  # NUL trailers
-    assert f.feed_block(b"<7>later") == [] and f.feed_block(b"\n") == b"<7>later\n"
-    assert f.feed_block(b"<8>" + b"x" * 20) == [TruncatedFrame(b"<8>xxxxxxx")]  # tail too long
-    assert f.feed_block(b"x\n<9>\n") == [b"<9>"]  # the rest of the cut line is dropped
+    assert f.feed_blocks(b"<5>\x00<6>\n") == [b"<5>", b"<6>"]  # NUL trailers
+    assert f.feed_blocks(b"<7>later") == [] and f.feed_blocks(b"\n") == [b"<7>later\n"]
+    assert f.feed_blocks(b"<8>" + b"x" * 20) == [TruncatedFrame(b"<8>xxxxxxx")]  # tail too long
+    assert f.feed_blocks(b"x\n<9>\n") == [b"<9>"]  # the rest of the cut line is dropped
     # a long line inside a block is cut by split_block
-    block = f.feed_block(b"<10>" + b"y" * 20 + b"\n<11>\n")
-    assert type(block) is bytes
+    [block] = f.feed_blocks(b"<10>" + b"y" * 20 + b"\n<11>\n")
     got = f.split_block(block)
     assert got == [b"<10>yyyyyy", b"<11>"] and type(got[0]) is TruncatedFrame
     assert f.truncated == 2
-    octet = SyslogFramer()
-    assert octet.feed_block(b"3 <1>3 <2>") == [b"<1>", b"<2>"]  # octet counting: never a block
+
+
+def test_feed_blocks_gives_a_run_of_whole_counted_frames_as_one_block(octet_prefix) -> None:
+    f = SyslogFramer(max_message=10)
+    assert f.feed_blocks(b"3 <1>3 <2>4 <3") == [b"<1>", b"<2>"]  # the first feed decides
+    # the frame under way is finished, then the run of whole frames, then the rest
+    got = f.feed_blocks(b">x5 <4>\nx3 <5>20 <6>" + b"z" * 17)
+    assert got == [b"<3>x", b"5 <4>\nx3 <5>", TruncatedFrame(b"<6>zzzzzzz")]
+    assert type(got[1]) is OctetBlock and f.split_block(got[1]) == [b"<4>\nx", b"<5>"]
+    assert f.feed_blocks(b"4 <7>") == [] and f._buf == b"<7>"  # no whole frame yet
+    assert f.feed_blocks(b"a\n2 <8") == [b"<7>a", b"<8"]  # "\n2" is no MSG-LEN: a line
+    assert f.truncated == 1
+
 
 def test_exactly_max_message_is_not_cut_even_with_crlf_split() -> None:
     f = SyslogFramer(max_message=5)
@@ -302,7 +325,7 @@ def test_framed_messages_come_back_exactly_however_split(data) -> None:
         msgs = [b"<" + data.draw(_LF_BODY)] + data.draw(st.lists(_LF_BODY, max_size=7))
         crlf = data.draw(st.booleans())
         stream = b"".join(m + (b"\r\n" if crlf else b"\n") for m in msgs)
-    got = _frame_all(stream, 80, _cuts(data.draw, len(stream)))
+    got = _frame_all(stream, 80, _cuts(data.draw, len(stream)), data.draw(st.booleans()))
     assert got == msgs and all(type(g) is bytes for g in got)
 
 
@@ -320,7 +343,7 @@ def test_over_long_messages_are_cut_and_the_stream_stays_in_sync(data) -> None:
     else:
         msgs = [b"<" + m for m in msgs]
         stream = b"".join(m + b"\n" for m in msgs)
-    got = _frame_all(stream, mx, _cuts(data.draw, len(stream)))
+    got = _frame_all(stream, mx, _cuts(data.draw, len(stream)), data.draw(st.booleans()))
     assert got == [m[:mx] for m in msgs]
     assert [type(g) is TruncatedFrame for g in got] == [len(m) > mx for m in msgs]
 
@@ -332,21 +355,23 @@ _PIECES = st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"\x00", b"<13>1 x", 
 
 @settings(max_examples=800)
 @given(st.one_of(st.binary(max_size=400), _PIECES), st.data())
-def test_feed_block_and_split_block_give_what_feed_gives(stream: bytes, data) -> None:
+def test_feed_blocks_and_split_block_give_what_feed_gives(stream: bytes, data) -> None:
     mx = data.draw(st.integers(1, 64))
-    if data.draw(st.booleans()):  # mostly LF framing, where blocks happen
-        stream = b"<" + stream
+    start = data.draw(st.sampled_from([b"", b"<", b"12 "]))  # as it is, LF, octet counting
+    stream = start + stream
     whole = SyslogFramer(mx)
     want = whole.feed(stream) + whole.finish()
     f = SyslogFramer(mx)
     got: list[bytes] = []
     prev = 0
     for c in _cuts(data.draw, len(stream)) + [len(stream)]:
-        out = f.feed_block(stream[prev:c])
-        if type(out) is bytes:
-            assert out.endswith(b"\n") and b"\x00" not in out
-            out = f.split_block(out)
-        got += out
+        for out in f.feed_blocks(stream[prev:c]):
+            if type(out) is LineBlock:
+                assert out.endswith(b"\n") and b"\x00" not in out
+            if type(out) in (LineBlock, OctetBlock):
+                got += f.split_block(out)
+            else:
+                got.append(out)
         prev = c
         assert len(f._buf) <= mx + 1
     got += f.finish()
