@@ -9,8 +9,9 @@ them bytes and hands what they return to the sink as batches:
   (a datagram sender cannot be slowed down).
 * TCP: every ``data_received`` is framed and parsed as one batch (runs of
   whole frames come from the framer as one block, read in place by
-  ``parse_block``); when the sink is full the transport stops reading until it has room, so the kernel's
-  flow control slows the sender instead of memory growing.
+  ``parse_block``); when the sink is full the transport stops reading until
+  it has room, so the kernel's flow control slows the sender instead of
+  memory growing.
 
 Batches go to the sink as :class:`~hostlog.record.Columns` (no object per
 message: ``parse_columns``).
