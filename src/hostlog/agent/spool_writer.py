@@ -18,7 +18,7 @@ sources advance their checkpoints.
 
 Compression: a frame is compressed with LZ4 HC (level 3) when the writer
 keeps up, and with LZ4's fast mode while it is behind (a whole frame more is
-waiting): HC costs ~10x the CPU of the fast mode, and in a burst it would be
+waiting): HC costs 10-17x the CPU of the fast mode, and in a burst it would be
 the one step that cannot keep up, for ~30% less disk on real logs.
 
 Backpressure: when more than ``max_pending`` records wait for the thread (the

@@ -15,7 +15,7 @@ import re
 from itertools import repeat
 from operator import add
 
-from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog_framing import OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import _SD_NAME, _parse_safe, _pid, _structured_data
 from hostlog.collectors.syslog_time import (
     _MISS,
@@ -319,12 +319,10 @@ def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
 
 def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | None,
                  max_message: int) -> Columns | None:
-    """The frames of a LineBlock or OctetBlock as Columns; None: split the
-    block with the framer and parse the frames."""
+    """The frames of a LineBlock or OctetBlock (plain bytes: lines) as
+    Columns; None: split the block with the framer and parse the frames."""
     if _syslog5424 is None:
         return None
-    if type(block) is not OctetBlock and type(block) is not LineBlock:
-        block = LineBlock(block)  # plain bytes: lines
     split = _syslog5424.split_block(block, received_ns, default_host, max_message,
                                     type(block) is OctetBlock)
     if split is None:
@@ -337,7 +335,7 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
     """Columns from what split() or split_block() returned; None: use the
     Record path. ``raws`` are the frames, or the block: a frame the Python
     parser must redo after a look at its STRUCTURED-DATA comes from there."""
-    block = raws if isinstance(raws, (LineBlock, OctetBlock)) else None
+    block = raws if isinstance(raws, bytes) else None
     ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = split
     # a block's size bounds its text: no pass over the messages to measure them
     text_size = None if block is None else len(block)

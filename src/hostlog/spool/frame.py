@@ -51,7 +51,7 @@ FRAME_HEADER_SIZE = _FRAME_HEADER.size
 NONCE_SIZE = 12
 TAG_SIZE = 16
 #: LZ4 HC at level 3: on columnar chunks of real logs it compresses ~30% better
-#: than LZ4's fast mode (bench/RESULTS.md), at a tenth of its speed. Reading
+#: than LZ4's fast mode (bench/RESULTS.md), at 10-17x its CPU. Reading
 #: is the same LZ4 block decoder whichever mode wrote a frame.
 LZ4_MODE = {"mode": "high_compression", "compression": 3}
 #: LZ4's fast mode: for frames written while the writer is behind (a burst),
