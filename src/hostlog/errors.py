@@ -7,7 +7,8 @@
     │   ├── SpoolFormatError a file that is not a hostlog segment, or of an unknown version
     │   └── KeyFileError     the key file is missing, unreadable, malformed, or lacks a key id
     │       └── WrongKeyError   the key id is there but is not the key the data was written with
-    └── SpoolFullError       retention cannot free space and on_full = "block"
+    ├── SpoolFullError       retention cannot free space and on_full = "block"
+    └── SinkError            the spool writer did not take a batch: the agent stops
 
 Damage inside a spool (a torn tail, a frame that fails its CRC or AEAD tag) is
 not an exception: readers return it as a value (:class:`hostlog.spool.segment.Damage`),
@@ -42,3 +43,14 @@ class WrongKeyError(KeyFileError):
 
 class SpoolFullError(HostlogError):
     pass
+
+
+class SinkError(HostlogError):
+    """A batch could not be handed to the spool writer.
+
+    Raised by the agent's guarded sink after it has counted the failure and
+    asked the agent to stop with a failure (exit 1, so ``Restart=on-failure``
+    brings it back and replayable sources replay from their checkpoints).
+    A collector that catches it stops handling that input and lets the agent
+    stop; it never goes on as if the batch had been written.
+    """

@@ -291,11 +291,14 @@ class FakeAgent:
         self.spool = Spool.open(state / "spool", Keyring.load_or_create(state / "spool.key"))
         self.writer = SpoolWriter(self.spool, fsync="never")
         self.context: CollectorContext | None = None
+        self.metrics = apps_wiring.make_metrics(self.config)
         self.reloaded = asyncio.Event()
 
     async def open(self) -> None:
+        # the sink chain as Agent.open builds it, before anything collects
         self.writer.start()
-        self.context = CollectorContext("test-host", self.writer, checkpoints=None)
+        sink = apps_wiring.CountingSink(self.writer, self.metrics) if self.metrics else self.writer
+        self.context = CollectorContext("test-host", sink, checkpoints=None)
         await apps_wiring.attach(self)
 
     def request_reload(self) -> None:  # as Agent.run does on SIGHUP: re-read, then apply

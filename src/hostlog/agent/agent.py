@@ -28,7 +28,7 @@ from hostlog.agent.checkpoints import CheckpointFiles
 from hostlog.agent.credentials import credential_key_file
 from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
@@ -58,6 +58,11 @@ class Agent:
         self.writer: SpoolWriter | None = None
         self.collectors: dict[str, tuple[Any, Any]] = {}  # name -> (source config, collector)
         self.context: CollectorContext | None = None
+        self.metrics: Any = None  # hostlog.agent.metrics.Metrics with [control] metrics
+        # errors caught at the collectors' edges and by the event loop; a
+        # fatal one (the spool writer did not take a batch) stops the agent
+        self.errors = ErrorCounts(on_fatal=self._fatal)
+        self.failure: BaseException | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -69,8 +74,28 @@ class Agent:
     def request_reload(self) -> None:
         self._reload.set()
 
+    def _fatal(self, exc: BaseException) -> None:
+        """Data could not be kept: stop, and exit non-zero so that systemd's
+        Restart=on-failure brings the agent back and replayable sources
+        replay from their checkpoints."""
+        if self.failure is None:
+            self.failure = exc
+        self.request_stop()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What reaches the event loop's handler was caught nowhere else. An
+        error in a protocol or transport callback is data lost with its
+        connection: fatal. Anything else is counted and logged."""
+        exc = context.get("exception")
+        message = context.get("message", "unhandled error")
+        data_path = "protocol" in context or "transport" in context
+        self.errors.report("agent", "event_loop",
+                           exc if exc is not None else RuntimeError(message), fatal=data_path)
+        if exc is not None:
+            log.error("event loop: %s", message)
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_exception)
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):
             loop.add_signal_handler(sig, handler)
@@ -98,12 +123,16 @@ class Agent:
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
                     await self.reload()
-            failed = self.writer is not None and self.writer.error is not None
-            if failed:
+            if self.writer is not None and self.writer.error is not None:
                 # the writer asked for this stop (on_failure): exit non-zero so
                 # systemd's Restart=on-failure brings the agent back
                 log.error("stopping: the spool writer failed: %s", self.writer.error)
                 notify(f"STATUS=spool writer failed: {self.writer.error}")
+                failed = True
+            elif self.failure is not None:
+                log.error("stopping: a batch could not be kept: %s", self.failure)
+                notify(f"STATUS=failed: {self.failure}")
+                failed = True
         finally:
             if self.spool is not None:
                 notify("STOPPING=1")
@@ -129,10 +158,17 @@ class Agent:
                                   note_position=checkpoints.note_written,
                                   on_failure=self.request_stop)
         self.writer.start()
-        self.context = CollectorContext(hostname=config.agent.hostname, sink=self.writer,
-                                        checkpoints=checkpoints)
+        # The one sink every collector is given, for as long as it runs:
+        # errors guarded outermost, then the metrics count, then the writer.
+        self.metrics = apps_wiring.make_metrics(config)
+        inner: Any = self.writer
+        if self.metrics is not None:
+            inner = apps_wiring.CountingSink(inner, self.metrics)
+        self.context = CollectorContext(hostname=config.agent.hostname,
+                                        sink=GuardedSink(inner, self.errors),
+                                        checkpoints=checkpoints, errors=self.errors)
         if self.spool.recovery.damage or self.spool.recovery.truncated_bytes:
-            self.writer.submit([self.context.notice("hostlog", line, severity=4)
+            self.context.sink.submit([self.context.notice("hostlog", line, severity=4)
                                 for line in self.spool.recovery.lines()])
         for source in config.sources:
             await self._start_source(source)
@@ -190,7 +226,7 @@ class Agent:
             # One source that cannot start (port in use, bad path) must not take
             # the others down: report it, loudly, and go on.
             log.error("source %s did not start: %s", source.name, exc)
-            self.writer and self.writer.submit([self.context.notice(
+            self.writer and self.context.sink.submit([self.context.notice(
                 "hostlog", f"source {source.name} did not start: {exc}", severity=3)])
             return
         self.collectors[source.name] = (source, collector)

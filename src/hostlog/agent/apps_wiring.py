@@ -26,14 +26,14 @@ from typing import Any
 
 from hostlog import __version__
 from hostlog.agent.control import ControlError, ControlServer
-from hostlog.collectors.base import OnDurable, Sink
+from hostlog.collectors.base import Batch, OnDurable, Sink
 from hostlog.collectors.process import ProcessSupervisor
 from hostlog.config import Config, ConfigError, load_config
-from hostlog.record import Record
+from hostlog.record import Columns
 
 log = logging.getLogger("hostlog.agent")
 
-__all__ = ["AppsWiring", "CountingSink", "attach", "detach", "on_reload"]
+__all__ = ["AppsWiring", "CountingSink", "attach", "detach", "make_metrics", "on_reload"]
 
 RELOAD_WAIT = 30.0  # ctl reload waits this long for the agent to apply the new config
 
@@ -42,8 +42,7 @@ RELOAD_WAIT = 30.0  # ctl reload waits this long for the agent to apply the new 
 class AppsWiring:
     supervisor: ProcessSupervisor
     control: ControlServer | None = None
-    metrics: Any = None  # hostlog.agent.metrics.Metrics, when [control] metrics is set
-    counting: CountingSink | None = None
+    metrics: Any = None  # hostlog.agent.metrics.Metrics, while its endpoint serves
     acked_at_start: int = 0  # destinations' acked seq when the agent started
     reload_waiters: list[asyncio.Future] = field(default_factory=list)
 
@@ -52,15 +51,21 @@ class CountingSink:
     """The spool writer, counting records and message bytes per source on the way in.
 
     A batch comes from one collector, so its first record names the source:
-    one dict update per batch, and one ``len`` per record for the bytes.
+    one dict update per batch; the bytes are the batch's text size (Columns
+    often know it for free) or one ``len`` per record. Counted after the
+    writer took the batch, so a batch it refused is not counted as in.
     """
 
     def __init__(self, inner: Sink, metrics: Any) -> None:
         self.inner = inner
         self.metrics = metrics
 
-    def _count(self, batch: list[Record]) -> None:
-        if batch:
+    def _count(self, batch: Batch) -> None:
+        if not len(batch):
+            return
+        if isinstance(batch, Columns):
+            self.metrics.count_batch(batch.columns[2][0], len(batch), batch.text_bytes())
+        else:
             self.metrics.count_batch(batch[0].source, len(batch), sum([len(r.msg) for r in batch]))
 
     def has_room(self) -> bool:
@@ -69,15 +74,15 @@ class CountingSink:
     async def wait_room(self) -> None:
         await self.inner.wait_room()
 
-    async def write(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
-        self._count(batch)
+    async def write(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
         await self.inner.write(batch, on_durable)
-
-    def submit(self, batch: list[Record], on_durable: OnDurable | None = None) -> None:
         self._count(batch)
-        self.inner.submit(batch, on_durable)
 
-    def write_nowait(self, batch: list[Record], on_durable: OnDurable | None = None) -> bool:
+    def submit(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
+        self.inner.submit(batch, on_durable)
+        self._count(batch)
+
+    def write_nowait(self, batch: Batch, on_durable: OnDurable | None = None) -> bool:
         accepted = self.inner.write_nowait(batch, on_durable)
         if accepted:
             self._count(batch)
@@ -94,7 +99,7 @@ async def attach(agent: Any) -> None:
     supervisor = ProcessSupervisor(config.apps, context, state_file=config.agent.state_dir / "apps.json")
     wiring = AppsWiring(supervisor, acked_at_start=_acked(agent))
     agent.apps_wiring = wiring
-    if config.control.metrics:
+    if agent.metrics is not None:
         _start_metrics(agent, wiring, config.control.metrics)
     control = ControlServer(config.control.socket, partial(_handle, agent, wiring))
     try:
@@ -118,8 +123,6 @@ async def detach(agent: Any) -> None:
     await wiring.supervisor.stop()
     for fut in wiring.reload_waiters:
         fut.done() or fut.cancel()
-    if wiring.counting is not None and agent.context is not None:
-        agent.context.sink = wiring.counting.inner
     if wiring.metrics is not None:
         await asyncio.to_thread(wiring.metrics.shutdown)
 
@@ -140,13 +143,25 @@ async def on_reload(agent: Any, new_config: Config) -> None:
             fut.set_result(changes)
 
 
-def _start_metrics(agent: Any, wiring: AppsWiring, address: str) -> None:
+def make_metrics(config: Config) -> Any:
+    """The agent's Metrics when ``[control] metrics`` is set (else None).
+
+    Made before any collector starts, so the counting sink in front of the
+    spool writer sees every batch from the first (a collector may keep the
+    sink it was given for as long as it runs)."""
+    if not config.control.metrics:
+        return None
     try:
-        from hostlog.agent.metrics import Metrics, Readers
+        from hostlog.agent.metrics import Metrics
     except ImportError as exc:
         log.error("metrics endpoint not started: %s (install prometheus_client)", exc)
-        return
-    metrics = Metrics()
+        return None
+    return Metrics()
+
+
+def _start_metrics(agent: Any, wiring: AppsWiring, address: str) -> None:
+    from hostlog.agent.metrics import Readers
+    metrics = agent.metrics
     sup, context = wiring.supervisor, agent.context
     metrics.readers = Readers(
         spool_bytes=lambda: agent.spool.total_bytes if agent.spool is not None else 0,
@@ -159,6 +174,7 @@ def _start_metrics(agent: Any, wiring: AppsWiring, address: str) -> None:
         app_restarts=sup.restart_counts,
         app_up=lambda: {n: int(s == "RUNNING") for n, s in sup.states().items()},
         uptime=lambda: time.monotonic() - agent.started,
+        errors=lambda: dict(context.errors.counts),
     )
     try:
         metrics.serve(address)
@@ -166,9 +182,6 @@ def _start_metrics(agent: Any, wiring: AppsWiring, address: str) -> None:
         log.error("metrics endpoint %s not started: %s", address, exc)
         return
     wiring.metrics = metrics
-    # Every collector hands its batches to context.sink at call time: counting starts now.
-    wiring.counting = CountingSink(context.sink, metrics)
-    context.sink = wiring.counting
 
 
 def _acked(agent: Any) -> int:

@@ -53,6 +53,7 @@ class Readers:
     app_restarts: Callable[[], dict[str, int]] = _empty
     app_up: Callable[[], dict[str, int]] = _empty  # 1 while the app's process runs
     uptime: Callable[[], float] = field(default=lambda: 0.0)
+    errors: Callable[[], dict[tuple[str, str], int]] = field(default=dict)  # by (source, where)
 
 
 class _LiveCollector(Collector):
@@ -74,6 +75,13 @@ class _LiveCollector(Collector):
         yield _labelled(CounterMetricFamily, "hostlog_records_dropped",
                         "Records a collector dropped (queue full, rate limit), by its configured name",
                         "collector", r.source_dropped())
+        errors = CounterMetricFamily("hostlog_errors",
+                                     "Errors caught at a collector's edge or in the agent, by "
+                                     "source and where (parse, sink, event_loop, ...)",
+                                     labels=["source", "where"])
+        for (source, where), n in sorted(r.errors().items()):
+            errors.add_metric([source, where], n)
+        yield errors
         yield CounterMetricFamily("hostlog_spool_dropped_records",
                                   "Records retention dropped before every destination acknowledged them",
                                   value=r.spool_dropped())

@@ -13,16 +13,28 @@ source resumes exactly where the spool ends (``agent/checkpoints.py``).
 
 Collectors do not import the spool: the sink and the checkpoint store are
 given to them, so a test can give them a fake of each.
+
+Errors at a collector's edge (a protocol callback, a reading task) are never
+left to the event loop, which would log them and drop the data with the
+connection: the collector catches them and reports them with
+``context.error(source, where, exc)`` (counted as
+``hostlog_errors_total{source,where}``, logged once per kind). A failure of
+the sink itself is fatal: :class:`GuardedSink` reports it, stops the agent
+with a failure and raises :class:`~hostlog.errors.SinkError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
+from hostlog.errors import SinkError
 from hostlog.record import Columns, Record
+
+log = logging.getLogger("hostlog.errors")
 
 OnDurable = Callable[[int], None]
 #: A batch: a list of Records, or the same held by column (iterating Columns
@@ -45,6 +57,101 @@ class CheckpointStore(Protocol):
     def save(self, name: str, value: Any) -> None: ...
 
 
+class ErrorCounts:
+    """Errors by ``(source, where)``: counted, logged once per kind.
+
+    The first error of a kind (source, where, exception type) is logged with
+    its traceback; later ones of the same kind only when the count reaches
+    10, 100, 1000, ... so a flood of one bug cannot fill the log, and none
+    goes unseen. ``on_fatal`` is called for fatal ones (the agent stops).
+    """
+
+    def __init__(self, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.on_fatal = on_fatal
+        self._seen: dict[tuple[str, str, type], int] = {}
+
+    def report(self, source: str, where: str, exc: BaseException, *, fatal: bool = False) -> None:
+        key = (source, where)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        kind = (source, where, type(exc))
+        seen = self._seen[kind] = self._seen.get(kind, 0) + 1
+        if seen == 1:
+            log.error("%s: error in %s%s: %s", source, where, " (fatal)" if fatal else "",
+                      exc, exc_info=exc)
+        elif _power_of_ten(seen):
+            log.error("%s: error in %s: %s (%d times so far)", source, where, exc, seen)
+        if fatal and self.on_fatal is not None:
+            self.on_fatal(exc)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+class GuardedSink:
+    """The sink collectors are given: the spool writer (possibly wrapped),
+    with every failure to take a batch made fatal and visible.
+
+    A sink that raises (the writer has failed, or a bug in a wrapper such as
+    the metrics count) has not stored the batch; going on would lose it and
+    every later one without a trace. So: count it as
+    ``(source, "sink")``, stop the agent (``ErrorCounts.on_fatal``), and
+    raise :class:`SinkError` for the collector to stop on.
+    """
+
+    def __init__(self, inner: Sink, errors: ErrorCounts) -> None:
+        self.inner = inner
+        self.errors = errors
+
+    def _failed(self, batch: Batch, exc: Exception) -> SinkError:
+        source = _batch_source(batch) or "agent"
+        self.errors.report(source, "sink", exc, fatal=True)
+        return SinkError(f"the spool writer did not take a batch of {len(batch)} "
+                         f"records from {source}: {exc}")
+
+    def has_room(self) -> bool:
+        return self.inner.has_room()
+
+    async def wait_room(self) -> None:
+        await self.inner.wait_room()
+
+    async def write(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
+        try:
+            await self.inner.write(batch, on_durable)
+        except Exception as exc:
+            raise self._failed(batch, exc) from exc
+
+    def submit(self, batch: Batch, on_durable: OnDurable | None = None) -> None:
+        try:
+            self.inner.submit(batch, on_durable)
+        except Exception as exc:
+            raise self._failed(batch, exc) from exc
+
+    def write_nowait(self, batch: Batch, on_durable: OnDurable | None = None) -> bool:
+        try:
+            return self.inner.write_nowait(batch, on_durable)
+        except Exception as exc:
+            raise self._failed(batch, exc) from exc
+
+    def __getattr__(self, name: str) -> Any:  # flush(), stats, ... of the writer
+        return getattr(self.inner, name)
+
+
+def _batch_source(batch: Batch) -> str:
+    """The source of a batch's first record ('' for an empty batch)."""
+    if not len(batch):
+        return ""
+    if isinstance(batch, Columns):
+        return str(batch.columns[2][0])
+    return batch[0].source
+
+
 @dataclass
 class CollectorContext:
     hostname: str
@@ -52,9 +159,26 @@ class CollectorContext:
     checkpoints: CheckpointStore
     # counters a collector keeps: name -> value (exported as metrics)
     counters: dict[str, int] = field(default_factory=dict)
+    # errors at the collectors' edges, by (source, where); see ErrorCounts
+    errors: ErrorCounts = field(default_factory=ErrorCounts)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def error(self, source: str, where: str, exc: BaseException, *, fatal: bool = False) -> None:
+        """Report an error caught at a collector's edge (see :class:`ErrorCounts`)."""
+        self.errors.report(source, where, exc, fatal=fatal)
+
+    async def guard(self, source: str, where: str, work: Awaitable[None]) -> None:
+        """Run a collector's long-lived task: a :class:`SinkError` ends it
+        quietly (already reported; the agent is stopping), any other
+        exception is reported as fatal, since the task stops collecting."""
+        try:
+            await work
+        except SinkError:
+            pass
+        except Exception as exc:
+            self.error(source, where, exc, fatal=True)
 
     def notice(self, app: str, msg: str, *, severity: int = 5, **fields: str) -> Record:
         """A record the agent itself says (drops, suppressions, restarts)."""

@@ -59,6 +59,7 @@ from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
 from hostlog.collectors.lines import LineFramer, Lines, decode_messages
 from hostlog.config import FileSource
+from hostlog.errors import SinkError
 from hostlog.record import Record
 
 try:
@@ -184,7 +185,8 @@ class FileCollector:
         # The first pass runs before start() returns: files that exist now are
         # positioned by `start` now, not after some later event.
         await self._run_pass()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"collector {self.name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self.context.guard(self.name, "run", self._run()), name=f"collector {self.name}")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -230,10 +232,15 @@ class FileCollector:
             self._drain_events()
             try:
                 await self._run_pass()
-            except Exception:
+            except SinkError:
+                return  # reported, and the agent is stopping with a failure
+            except Exception as exc:
                 # An I/O error nobody foresaw must not end the tailing for
-                # good: the next wake-up (at the latest the poll) tries again.
-                log.exception("%s: pass failed", self.name)
+                # good: counted and logged, and the next wake-up (at the
+                # latest the poll) tries again. The checkpoint covers only
+                # what reached the spool, so a restart reads again whatever
+                # the failed pass had read.
+                self.context.error(self.name, "pass", exc)
 
     async def _run_pass(self) -> None:
         now = time.monotonic()

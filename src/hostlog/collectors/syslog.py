@@ -32,7 +32,8 @@ from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
 from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer
 from hostlog.collectors.syslog_parse import parse_block, parse_columns
-from hostlog.record import Columns
+from hostlog.errors import SinkError
+from hostlog.record import Columns, Record
 
 log = logging.getLogger("hostlog.syslog")
 
@@ -78,24 +79,52 @@ class _StreamReceiver(asyncio.Protocol):
         self.collector.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        batch = self.collector.parse_stream(self.framer.feed_blocks(data), self.framer, self.peer)
+        # Nothing may escape a protocol callback: the event loop would close
+        # the connection and the data with it (see collectors/base.py).
+        collector = self.collector
+        try:
+            batch = collector.parse_stream(self.framer.feed_blocks(data), self.framer, self.peer)
+        except Exception as exc:
+            collector.context.error(collector.name, "parse", exc)
+            # the framer's state is unknown after a failure: start over, and
+            # keep what arrived as one unparsed record rather than lose it
+            self.framer = SyslogFramer(max_message=collector.max_message)
+            batch = collector.unparsed(data, exc, self.peer)
         if batch:  # (a block of empty lines holds no message)
             self._submit(batch)
 
     def eof_received(self) -> bool | None:
-        self._deliver(self.framer.finish())
+        try:
+            frames = self.framer.finish()
+        except Exception as exc:
+            self.collector.context.error(self.collector.name, "parse", exc)
+            return None
+        self._deliver(frames)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.collector.connections.discard(self)
 
     def _deliver(self, frames: list[bytes]) -> None:
-        if frames:
-            self._submit(self.collector.parse(frames, self.peer))
+        if not frames:
+            return
+        collector = self.collector
+        try:
+            batch = collector.parse(frames, self.peer)
+        except Exception as exc:
+            collector.context.error(collector.name, "parse", exc)
+            batch = collector.unparsed(b"\n".join(frames), exc, self.peer)
+        self._submit(batch)
 
     def _submit(self, batch: Columns) -> None:
         sink = self.collector.context.sink
-        sink.submit(batch)
+        try:
+            sink.submit(batch)
+        except SinkError:
+            # reported, and the agent is stopping with a failure: read no more
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+            return
         if not sink.has_room() and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -165,6 +194,20 @@ class SyslogCollector:
         for more in batches[1:]:
             batch.extend(more)
         return self._admit(batch, peer)
+
+    def unparsed(self, data: bytes, exc: Exception, peer: str | None) -> Columns:
+        """What arrived, as one record with a parse error, when parsing it
+        failed unexpectedly: kept, never dropped."""
+        try:
+            msg: str | bytes = data.decode()
+        except UnicodeDecodeError:
+            msg = bytes(data)
+        fields = {"parse_error": f"internal error: {type(exc).__name__}: {exc}"}
+        if peer is not None:
+            fields["peer"] = peer
+        return self._admit(Columns.of([Record(time.time_ns(), msg, self.context.hostname,
+                                              "syslog", self.app_default or "", fields=fields)]),
+                           peer)
 
     def _admit(self, batch: Columns, peer: str | None) -> Columns:
         """Rate limits, the source's default app, the count."""
