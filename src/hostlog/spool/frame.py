@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lz4.block
 import msgpack
@@ -28,8 +29,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hostlog.errors import SpoolFormatError
 
 __all__ = [
-    "FRAME_HEADER_SIZE", "FrameHeader", "FrameHeaderError", "InvalidTag", "SegmentHeader",
-    "open_frame", "seal_frame", "unpack_frame_header", "IndexEntry", "pack_footer", "unpack_footer",
+    "FRAME_HEADER_SIZE", "FrameAuthError", "FrameError", "FrameHeader", "FrameHeaderError",
+    "FramePayloadError", "IndexEntry", "SegmentHeader", "footer_index", "footer_trailer",
+    "open_frame", "pack_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
 ]
 
 FORMAT_VERSION = 1
@@ -132,7 +134,21 @@ class FrameHeader:
         return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
 
 
-class FrameHeaderError(ValueError):
+class FrameError(ValueError):
+    """A frame that cannot be read; its message says why, as damage reports
+    show it. The libraries' own errors (cryptography's InvalidTag, lz4's
+    LZ4BlockError) are mapped to these here, once, and nowhere else."""
+
+
+class FrameAuthError(FrameError):
+    """The payload, its header or its place does not authenticate."""
+
+
+class FramePayloadError(FrameError):
+    """The payload authenticated but does not decompress to its chunk."""
+
+
+class FrameHeaderError(FrameError):
     """The bytes at this offset are not an intact frame header."""
 
 
@@ -178,19 +194,36 @@ def open_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key:
                salt: bytes, offset: int, aead: AESGCM | None = None) -> bytes:
     """Authenticate, decrypt and decompress a frame's payload into its chunk.
 
-    Raises :class:`InvalidTag` when the payload, its header, or its place does
-    not authenticate, and ``lz4.block.LZ4BlockError`` when it does not inflate.
+    Raises :class:`FrameAuthError` when the payload, its header, or its place
+    does not authenticate, and :class:`FramePayloadError` when it does not
+    inflate to the length its header gives.
     """
     aead = aead or AESGCM(key)
-    compressed = aead.decrypt(header.nonce, payload, _aad(header_bytes, salt, offset))
-    return lz4.block.decompress(compressed, uncompressed_size=header.chunk_len)
+    try:
+        compressed = aead.decrypt(header.nonce, payload, _aad(header_bytes, salt, offset))
+    except InvalidTag:
+        raise FrameAuthError("authentication failed (damaged or moved frame)") from None
+    try:
+        chunk = lz4.block.decompress(compressed, uncompressed_size=header.chunk_len)
+    except lz4.block.LZ4BlockError as exc:
+        raise FramePayloadError(f"payload does not decompress: {exc}") from None
+    if len(chunk) != header.chunk_len:
+        raise FramePayloadError(f"payload decompresses to {len(chunk)} bytes, "
+                                f"header says {header.chunk_len}")
+    return chunk
 
 
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """What the footer keeps of one frame, so readers skip frames unread."""
+class IndexEntry(NamedTuple):
+    """What the footer keeps of one frame, so readers skip frames unread.
+
+    A tuple, so that a footer's rows become entries without a constructor
+    call per frame (``tuple.__new__(IndexEntry, row)``, see
+    :func:`footer_index`): a query over a long spool walks many of them.
+    The one declaration of a frame's index fields; the footer stores them
+    in this order.
+    """
 
     offset: int
     first_seq: int
@@ -212,12 +245,52 @@ class IndexEntry:
                    h.app_bloom, h.size, h.chunk_len)
 
 
+_INDEX_FIELDS = len(IndexEntry._fields)
+
+
 def pack_footer(entries: list[IndexEntry], sealed_ns: int) -> bytes:
     index = msgpack.packb([[e.offset, e.first_seq, e.count, e.ts_min, e.ts_max,
                             e.severity_mask, e.app_bloom, e.size, e.chunk_len] for e in entries])
     fields = struct.pack("<IIq", len(index), len(entries), sealed_ns)
     crc = zlib.crc32(index + fields)
     return index + _FOOTER_TRAILER.pack(len(index), len(entries), sealed_ns, crc, FOOTER_MAGIC)
+
+
+def footer_trailer(trailer: bytes) -> tuple[int, int, int] | None:
+    """(index length, frame count, sealed ns) from a footer's trailer (the
+    last FOOTER_TRAILER_SIZE bytes of a segment), or None if it is not one."""
+    if len(trailer) != FOOTER_TRAILER_SIZE:
+        return None
+    index_len, n, sealed_ns, _crc, magic = _FOOTER_TRAILER.unpack(trailer)
+    if magic != FOOTER_MAGIC:
+        return None
+    return index_len, n, sealed_ns
+
+
+def footer_index(index: bytes, trailer: bytes) -> list[IndexEntry] | None:
+    """A footer's entries from its index bytes and trailer, or None if they
+    are not intact (CRC, msgpack, row shape, count): the one place that
+    checks a footer."""
+    parsed = footer_trailer(trailer)
+    if parsed is None:
+        return None
+    index_len, n, _ = parsed
+    crc = _FOOTER_TRAILER.unpack(trailer)[3]
+    if len(index) != index_len or zlib.crc32(index + trailer[:16]) != crc:
+        return None
+    try:
+        rows = msgpack.unpackb(index, use_list=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not isinstance(rows, tuple) or len(rows) != n:
+        return None
+    if rows and (set(map(type, rows)) != {tuple} or set(map(len, rows)) != {_INDEX_FIELDS}):
+        return None
+    return list(map(_as_entry, rows))
+
+
+def _as_entry(row: tuple[int, ...]) -> IndexEntry:
+    return tuple.__new__(IndexEntry, row)
 
 
 def unpack_footer(tail: bytes) -> tuple[list[IndexEntry], int, int] | None:
@@ -228,18 +301,13 @@ def unpack_footer(tail: bytes) -> tuple[list[IndexEntry], int, int] | None:
     """
     if len(tail) < FOOTER_TRAILER_SIZE:
         return None
-    index_len, n, sealed_ns, crc, magic = _FOOTER_TRAILER.unpack_from(tail, len(tail) - FOOTER_TRAILER_SIZE)
-    if magic != FOOTER_MAGIC or index_len + FOOTER_TRAILER_SIZE > len(tail):
+    trailer = tail[len(tail) - FOOTER_TRAILER_SIZE:]
+    parsed = footer_trailer(trailer)
+    if parsed is None or parsed[0] + FOOTER_TRAILER_SIZE > len(tail):
         return None
+    index_len, _, sealed_ns = parsed
     start = len(tail) - FOOTER_TRAILER_SIZE - index_len
-    index = tail[start:start + index_len]
-    if zlib.crc32(index + struct.pack("<IIq", index_len, n, sealed_ns)) != crc:
-        return None
-    try:
-        rows = msgpack.unpackb(index)
-        entries = [IndexEntry(*row) for row in rows]
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if len(entries) != n:
+    entries = footer_index(tail[start:start + index_len], trailer)
+    if entries is None:
         return None
     return entries, sealed_ns, index_len + FOOTER_TRAILER_SIZE

@@ -9,11 +9,8 @@ is passed over (it was the oldest; the query asked for what is there now).
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterator
@@ -121,22 +118,19 @@ class SpoolReader:
 
     def frames_quick(self, *, reverse: bool = False, test: FrameTest | None = None,
                      after_seq: int = 0, since_ns: int | None = None,
-                     until_ns: int | None = None) -> Iterator[tuple[SegmentReader, IndexEntry | FrameRow]]:
+                     until_ns: int | None = None) -> Iterator[tuple[SegmentReader, IndexEntry]]:
         """What :meth:`frames` yields, for a reader that tests many frames and
-        reads few: a sealed segment's footer is parsed into light
-        :class:`FrameRow` tuples (same fields as IndexEntry) instead of
-        IndexEntry objects, which cost more to make than the test does to run.
+        reads few: a sealed segment's footer is read with two small preads
+        and its rows become IndexEntry tuples without a constructor call each.
         ``since_ns``/``until_ns``: a sealed segment whose frames all end
         before (begin after) is passed over as a whole, without testing them."""
         with closing(self.open_segments(reverse=reverse, after_seq=after_seq)) as segments:
             for seg in segments:
-                rows: list = _footer_rows(seg)
+                rows = _footer_rows(seg)
                 if rows and ((since_ns is not None and max(map(_TS_MAX, rows)) < since_ns) or
                              (until_ns is not None and min(map(_TS_MIN, rows)) > until_ns)):
                     continue
-                if rows is not None:
-                    rows = list(map(_as_row, rows))
-                else:
+                if rows is None:
                     index = seg.index()
                     self.damage.extend(index.damage)
                     rows = index.entries
@@ -148,29 +142,13 @@ class SpoolReader:
 
     def read_chunk(self, seg: SegmentReader, entry: IndexEntry) -> bytes | None:
         """A frame's chunk, authenticated, decrypted and decompressed but not
-        decoded (a query looks at a column or two first); damage is recorded
-        and reads as None."""
-        data = os.pread(seg.fd, entry.size, entry.offset)
-        problem = None
-        if len(data) < entry.size:
-            problem = "frame is cut short"
-        else:
-            header_bytes = data[:F.FRAME_HEADER_SIZE]
-            try:
-                h = F.unpack_frame_header(header_bytes)
-                if h.first_seq != entry.first_seq or h.size != entry.size:
-                    raise F.FrameHeaderError("frame header does not match the index")
-                return F.open_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
-                                    key=seg.keys.data_key, salt=seg.header.salt,
-                                    offset=entry.offset, aead=seg.aead)
-            except F.FrameHeaderError as exc:
-                problem = str(exc)
-            except F.InvalidTag:
-                problem = "authentication failed (damaged or moved frame)"
-            except Exception as exc:  # lz4.block.LZ4BlockError
-                problem = f"payload does not decompress: {exc}"
-        self.damage.append(Damage(seg.path.name, entry.offset, problem, entry.first_seq, entry.count))
-        return None
+        decoded (:meth:`SegmentReader.read_chunk`); damage is recorded and
+        reads as None."""
+        chunk = seg.read_chunk(entry)
+        if isinstance(chunk, Damage):
+            self.damage.append(chunk)
+            return None
+        return chunk
 
     def records(self, *, reverse: bool = False, test: FrameTest | None = None,
                 after_seq: int = 0) -> Iterator[tuple[int, Record]]:
@@ -184,51 +162,19 @@ class SpoolReader:
                     yield seq, record
 
 
-class FrameRow(tuple):
-    """An IndexEntry's fields as a tuple, from a footer row, made cheaply."""
-
-    __slots__ = ()
-    offset = property(itemgetter(0))
-    first_seq = property(itemgetter(1))
-    count = property(itemgetter(2))
-    ts_min = property(itemgetter(3))
-    ts_max = property(itemgetter(4))
-    severity_mask = property(itemgetter(5))
-    app_bloom = property(itemgetter(6))
-    size = property(itemgetter(7))
-    chunk_len = property(itemgetter(8))
-
-    @property
-    def last_seq(self) -> int:
-        return self[1] + self[2] - 1
-
-
-_TRAILER = struct.Struct("<IIqI8s")
 _TS_MIN, _TS_MAX = itemgetter(3), itemgetter(4)
-_as_row = partial(tuple.__new__, FrameRow)
 
 
-def _footer_rows(seg: SegmentReader) -> tuple[tuple[int, ...], ...] | None:
-    """A sealed segment's footer index as tuples of IndexEntry's fields
-    (None: no intact footer; the same checks as frame.unpack_footer)."""
-    import msgpack
-
+def _footer_rows(seg: SegmentReader) -> list[IndexEntry] | None:
+    """A sealed segment's footer index (None: no intact footer), read with
+    two small preads instead of the segment's tail."""
     size = seg.size()
     if size < F.SEGMENT_HEADER_SIZE + F.FOOTER_TRAILER_SIZE:
         return None
     trailer = os.pread(seg.fd, F.FOOTER_TRAILER_SIZE, size - F.FOOTER_TRAILER_SIZE)
-    index_len, n, sealed_ns, crc, magic = _TRAILER.unpack(trailer)
-    if magic != F.FOOTER_MAGIC or index_len + F.FOOTER_TRAILER_SIZE > size - F.SEGMENT_HEADER_SIZE:
+    parsed = F.footer_trailer(trailer)
+    if parsed is None or parsed[0] + F.FOOTER_TRAILER_SIZE > size - F.SEGMENT_HEADER_SIZE:
         return None
+    index_len = parsed[0]
     index = os.pread(seg.fd, index_len, size - F.FOOTER_TRAILER_SIZE - index_len)
-    if len(index) != index_len or zlib.crc32(index + trailer[:16]) != crc:
-        return None
-    try:
-        rows = msgpack.unpackb(index, use_list=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if not isinstance(rows, tuple) or len(rows) != n:
-        return None
-    if rows and (set(map(type, rows)) != {tuple} or set(map(len, rows)) != {9}):
-        return None
-    return rows
+    return F.footer_index(index, trailer)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hostlog.errors import SpoolFormatError, WrongKeyError
@@ -207,44 +206,45 @@ class SegmentReader:
         try:
             F.open_frame(h, header_bytes, payload, key=self.keys.data_key,
                          salt=self.header.salt, offset=off, aead=self.aead)
-        except InvalidTag:
-            return "authentication failed (damaged or moved frame)"
-        except Exception as exc:  # lz4 errors: the tag held but the data is not ours
-            return f"payload does not decompress: {exc}"
+        except F.FrameError as exc:
+            return str(exc)
         return None
 
     # -- frames --------------------------------------------------------------
-    def read_frame(self, entry: F.IndexEntry) -> list[Record] | Damage:
-        """Decrypt and decode one frame; damage comes back as a value."""
+    def read_chunk(self, entry: F.IndexEntry) -> bytes | Damage:
+        """One frame's chunk, authenticated, decrypted and decompressed but
+        not decoded (a query looks at a column or two first). The one read
+        path of a frame: damage comes back as a value."""
         data = os.pread(self.fd, entry.size, entry.offset)
         if len(data) < entry.size:
-            return Damage(self.path.name, entry.offset, "frame is cut short",
-                          entry.first_seq, entry.count)
+            return self._damage(entry, "frame is cut short")
         header_bytes = data[:F.FRAME_HEADER_SIZE]
         try:
             h = F.unpack_frame_header(header_bytes)
             if h.first_seq != entry.first_seq or h.size != entry.size:
                 raise F.FrameHeaderError("frame header does not match the index")
-            chunk = F.open_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
-                                 key=self.keys.data_key, salt=self.header.salt,
-                                 offset=entry.offset, aead=self.aead)
+            return F.open_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
+                                key=self.keys.data_key, salt=self.header.salt,
+                                offset=entry.offset, aead=self.aead)
+        except F.FrameError as exc:
+            return self._damage(entry, str(exc))
+
+    def read_frame(self, entry: F.IndexEntry) -> list[Record] | Damage:
+        """Decrypt and decode one frame; damage comes back as a value."""
+        chunk = self.read_chunk(entry)
+        if isinstance(chunk, Damage):
+            return chunk
+        try:
             records = decode_chunk(chunk)
-        except F.FrameHeaderError as exc:
-            return Damage(self.path.name, entry.offset, str(exc), entry.first_seq, entry.count)
-        except InvalidTag:
-            return Damage(self.path.name, entry.offset,
-                          "authentication failed (damaged or moved frame)",
-                          entry.first_seq, entry.count)
         except ChunkError as exc:
-            return Damage(self.path.name, entry.offset, str(exc), entry.first_seq, entry.count)
-        except Exception as exc:  # lz4.block.LZ4BlockError
-            return Damage(self.path.name, entry.offset, f"payload does not decompress: {exc}",
-                          entry.first_seq, entry.count)
+            return self._damage(entry, str(exc))
         if len(records) != entry.count:
-            return Damage(self.path.name, entry.offset,
-                          f"frame holds {len(records)} records, header says {entry.count}",
-                          entry.first_seq, entry.count)
+            return self._damage(entry, f"frame holds {len(records)} records, "
+                                       f"header says {entry.count}")
         return records
+
+    def _damage(self, entry: F.IndexEntry, problem: str) -> Damage:
+        return Damage(self.path.name, entry.offset, problem, entry.first_seq, entry.count)
 
     def frames(self, entries: list[F.IndexEntry]) -> Iterator[tuple[F.IndexEntry, list[Record] | Damage]]:
         for entry in entries:
