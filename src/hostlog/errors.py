@@ -8,12 +8,26 @@
     │   └── KeyFileError     the key file is missing, unreadable, malformed, or lacks a key id
     │       └── WrongKeyError   the key id is there but is not the key the data was written with
     ├── SpoolFullError       retention cannot free space and on_full = "block"
-    └── SinkError            the spool writer did not take a batch: the agent stops
+    ├── SinkError            the spool writer did not take a batch: the agent stops
+    ├── FrameError (ValueError)   a frame that cannot be read (reported as damage)
+    │   ├── FrameHeaderError      no intact frame header, or one that does not match the index
+    │   ├── FrameAuthError        the frame does not authenticate (damaged or moved)
+    │   └── FramePayloadError     it authenticates but does not decompress
+    ├── ControlError         a control request that cannot be done (its text goes to the client)
+    ├── AppError             a request about a supervised app that cannot be done
+    ├── TimeSpecError (ValueError)     a --since/--until value journalctl rejects too
+    ├── PriorityError (ValueError)     a -p value journalctl rejects
+    └── ExportFormatError (ValueError) bytes that are not the Journal Export Format
+
+    ChunkError (ValueError)  (hostlog.record) a chunk that does not decode; record
+                             imports nothing from the rest of hostlog, so it stays there
+    QueryWorkerError (RuntimeError)  (hostlog.query.parallel) a query worker's error, as text
 
 Damage inside a spool (a torn tail, a frame that fails its CRC or AEAD tag) is
-not an exception: readers return it as a value (:class:`hostlog.spool.segment.Damage`),
-count it and go on. ``record.ChunkError`` stays in ``hostlog.record``, which
-imports nothing from the rest of the package.
+not an exception for the callers of the readers: they return it as a value
+(:class:`hostlog.spool.segment.Damage`), count it and go on; the Frame errors
+are how the frame codec tells the reader what it found. Errors that are also
+``ValueError`` stay so, for callers that catch bad input as ``ValueError``.
 """
 
 
@@ -54,3 +68,48 @@ class SinkError(HostlogError):
     A collector that catches it stops handling that input and lets the agent
     stop; it never goes on as if the batch had been written.
     """
+
+
+class FrameError(HostlogError, ValueError):
+    """A frame that cannot be read; its message says why, as damage reports
+    show it. The libraries' own errors (cryptography's InvalidTag, lz4's
+    LZ4BlockError) are mapped to these by the frame codec, once."""
+
+
+class FrameHeaderError(FrameError):
+    pass
+
+
+class FrameAuthError(FrameError):
+    """The payload, its header or its place does not authenticate."""
+
+
+class FramePayloadError(FrameError):
+    """The payload authenticated but does not decompress to its chunk."""
+
+
+class ControlError(HostlogError):
+    """A control request that cannot be done; its text goes back to the client."""
+
+
+class AppError(HostlogError):
+    """A request about an app that cannot be done (unknown name, not running, bad user)."""
+
+
+class TimeSpecError(HostlogError, ValueError):
+    """A --since/--until value journalctl would not accept either.
+
+    The message is journalctl's own: ``Failed to parse timestamp: <spec>``.
+    """
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(f"Failed to parse timestamp: {spec}")
+        self.spec = spec
+
+
+class PriorityError(HostlogError, ValueError):
+    """A -p value journalctl rejects; the message is journalctl's wording."""
+
+
+class ExportFormatError(HostlogError, ValueError):
+    """Bytes that are not the Journal Export Format (truncated or malformed)."""

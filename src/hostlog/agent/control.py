@@ -25,7 +25,7 @@ import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from hostlog.errors import HostlogError
+from hostlog.errors import ControlError, HostlogError
 
 log = logging.getLogger("hostlog.control")
 
@@ -39,10 +39,6 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 64 * 1024
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-class ControlError(HostlogError):
-    """A control request that cannot be done; its text goes back to the client."""
 
 
 def _supplementary_groups(pid: int) -> set[int]:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import psutil
 
 from hostlog.config import App
-from hostlog.errors import HostlogError
+from hostlog.errors import AppError
 
 log = logging.getLogger("hostlog.process")
 
@@ -56,10 +56,6 @@ try:  # loaded here, in the parent: the child must not dlopen between fork and e
     _prctl.restype = ctypes.c_int
 except (OSError, AttributeError):  # no prctl: no parent-death signal, no subreaper
     _prctl = None
-
-
-class AppError(HostlogError):
-    """A request about an app that cannot be done (unknown name, not running, bad user)."""
 
 
 def become_subreaper() -> None:

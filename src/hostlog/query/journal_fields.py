@@ -55,6 +55,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping, Sequence, Union
 
+from hostlog.errors import ExportFormatError
 from hostlog.record import Record
 
 __all__ = [
@@ -106,10 +107,6 @@ _NOT_PRINTABLE_CLASS = (
 )
 _NOT_PRINTABLE = re.compile(f"[{_NOT_PRINTABLE_CLASS}]")
 _NOT_PRINTABLE_NO_NL = re.compile(f"[\n{_NOT_PRINTABLE_CLASS}]")
-
-
-class ExportFormatError(ValueError):
-    """Bytes that are not the Journal Export Format (truncated or malformed)."""
 
 
 def is_valid_field_name(name: str | bytes) -> bool:

@@ -29,6 +29,7 @@ that had no PRIORITY remembers that (see journal_fields), and
 
 from __future__ import annotations
 
+from hostlog.errors import PriorityError
 from hostlog.query.journal_fields import ABSENT_FIELD, field_values
 from hostlog.record import SEVERITY_NAMES, Record
 
@@ -42,10 +43,6 @@ _ULONG_MAX = 2**64 - 1
 _WS = " \t\n\r"  # systemd's WHITESPACE
 _C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale, skipped by strtoul()
 _PRIORITY_BYTES = {str(n).encode(): n for n in range(8)}
-
-
-class PriorityError(ValueError):
-    """A -p value journalctl rejects; the message is journalctl's wording."""
 
 
 def parse_priority(spec: str) -> frozenset[int]:

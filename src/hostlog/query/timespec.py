@@ -34,6 +34,8 @@ import calendar
 import datetime
 import time
 
+from hostlog.errors import TimeSpecError
+
 __all__ = ["TimeSpecError", "USEC_INFINITY", "parse_timestamp"]
 
 USEC_PER_SEC = 1_000_000
@@ -98,17 +100,6 @@ _NUMBERS = {"y": (0, 99, 2), "Y": (0, 9999, 4), "m": (1, 12, 2), "d": (1, 31, 2)
             "H": (0, 23, 2), "M": (0, 59, 2), "S": (0, 61, 2)}
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-class TimeSpecError(ValueError):
-    """A --since/--until value journalctl would not accept either.
-
-    The message is journalctl's own: ``Failed to parse timestamp: <spec>``.
-    """
-
-    def __init__(self, spec: str) -> None:
-        super().__init__(f"Failed to parse timestamp: {spec}")
-        self.spec = spec
 
 
 def parse_timestamp(spec: str, *, now_ns: int, utc: bool = False) -> int:

@@ -26,7 +26,8 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hostlog.errors import SpoolFormatError
+from hostlog.errors import (FrameAuthError, FrameError, FrameHeaderError, FramePayloadError,
+                            SpoolFormatError)
 
 __all__ = [
     "FRAME_HEADER_SIZE", "FrameAuthError", "FrameError", "FrameHeader", "FrameHeaderError",
@@ -134,22 +135,6 @@ class FrameHeader:
         return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
 
 
-class FrameError(ValueError):
-    """A frame that cannot be read; its message says why, as damage reports
-    show it. The libraries' own errors (cryptography's InvalidTag, lz4's
-    LZ4BlockError) are mapped to these here, once, and nowhere else."""
-
-
-class FrameAuthError(FrameError):
-    """The payload, its header or its place does not authenticate."""
-
-
-class FramePayloadError(FrameError):
-    """The payload authenticated but does not decompress to its chunk."""
-
-
-class FrameHeaderError(FrameError):
-    """The bytes at this offset are not an intact frame header."""
 
 
 def unpack_frame_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
