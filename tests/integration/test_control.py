@@ -1,7 +1,7 @@
 """The control socket: its protocol, its permission check, and ``hostlog ctl`` against it.
 
 The last tests wire the real pieces the agent uses (supervisor, control
-server, metrics, through hostlog.agent.apps_wiring) around a real spool, and
+server, metrics, through hostlog.agent.wiring) around a real spool, and
 drive them with the ctl command as a user would.
 """
 
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from hostlog.agent import apps_wiring
+from hostlog.agent import wiring
+from hostlog.agent.counting import CountingSink
+from hostlog.agent.metrics import make_metrics
 from hostlog.agent.control import MAX_REQUEST, ControlError, ControlServer, peer_allowed
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.cli import ctl_cmd
@@ -280,7 +282,7 @@ command = [{json.dumps(sys.executable)}, "-c", {json.dumps(APP)}]
 
 
 class FakeAgent:
-    """What apps_wiring uses of hostlog.agent.agent.Agent, and its reload path."""
+    """What the wiring uses of hostlog.agent.agent.Agent (wiring.WiredAgent), and its reload path."""
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
@@ -291,26 +293,27 @@ class FakeAgent:
         self.spool = Spool.open(state / "spool", Keyring.load_or_create(state / "spool.key"))
         self.writer = SpoolWriter(self.spool, fsync="never")
         self.context: CollectorContext | None = None
-        self.metrics = apps_wiring.make_metrics(self.config)
+        self.metrics = make_metrics(self.config)
+        self.wiring = None
         self.reloaded = asyncio.Event()
 
     async def open(self) -> None:
         # the sink chain as Agent.open builds it, before anything collects
         self.writer.start()
-        sink = apps_wiring.CountingSink(self.writer, self.metrics) if self.metrics else self.writer
+        sink = CountingSink(self.writer, self.metrics) if self.metrics else self.writer
         self.context = CollectorContext("test-host", sink, checkpoints=None)
-        await apps_wiring.attach(self)
+        await wiring.attach(self)
 
     def request_reload(self) -> None:  # as Agent.run does on SIGHUP: re-read, then apply
         async def reload() -> None:
             new = load_config(self.config_path)
-            await apps_wiring.on_reload(self, new)
+            await wiring.on_reload(self, new)
             self.config = new
             self.reloaded.set()
         asyncio.get_running_loop().create_task(reload())
 
     async def close(self) -> None:
-        await apps_wiring.detach(self)
+        await wiring.detach(self)
         await self.writer.stop()
         self.spool.close()
 

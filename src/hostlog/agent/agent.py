@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from hostlog import __version__
-from hostlog.agent import apps_wiring
+from hostlog.agent import wiring as wire
 from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.agent.counting import CountingSink
 from hostlog.agent.credentials import credential_key_file
+from hostlog.agent.metrics import Metrics, make_metrics
 from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
@@ -58,7 +60,8 @@ class Agent:
         self.writer: SpoolWriter | None = None
         self.collectors: dict[str, tuple[Any, Any]] = {}  # name -> (source config, collector)
         self.context: CollectorContext | None = None
-        self.metrics: Any = None  # hostlog.agent.metrics.Metrics with [control] metrics
+        self.metrics: Metrics | None = None  # with [control] metrics
+        self.wiring: wire.Wiring | None = None  # apps, control socket, metrics endpoint
         # errors caught at the collectors' edges and by the event loop; a
         # fatal one (the spool writer did not take a batch) stops the agent
         self.errors = ErrorCounts(on_fatal=self._fatal)
@@ -160,10 +163,10 @@ class Agent:
         self.writer.start()
         # The one sink every collector is given, for as long as it runs:
         # errors guarded outermost, then the metrics count, then the writer.
-        self.metrics = apps_wiring.make_metrics(config)
+        self.metrics = make_metrics(config)
         inner: Any = self.writer
         if self.metrics is not None:
-            inner = apps_wiring.CountingSink(inner, self.metrics)
+            inner = CountingSink(inner, self.metrics)
         self.context = CollectorContext(hostname=config.agent.hostname,
                                         sink=GuardedSink(inner, self.errors),
                                         checkpoints=checkpoints, errors=self.errors)
@@ -172,10 +175,10 @@ class Agent:
                                 for line in self.spool.recovery.lines()])
         for source in config.sources:
             await self._start_source(source)
-        await apps_wiring.attach(self)  # supervised apps, control socket, metrics
+        await wire.attach(self)  # supervised apps, control socket, metrics
 
     async def close(self) -> None:
-        await apps_wiring.detach(self)  # first: the apps' last lines reach the writer
+        await wire.detach(self)  # first: the apps' last lines reach the writer
         for name in list(self.collectors):
             await self._stop_source(name)
         if self.writer is not None:
@@ -198,7 +201,7 @@ class Agent:
                 return
         if new.spool != self.config.spool or new.agent != self.config.agent:
             log.warning("reload: [agent] and [spool] changes take effect at the next restart")
-        await apps_wiring.on_reload(self, new)
+        await wire.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}
         wanted = {src.name: src for src in new.sources}
         tls_changed = new.tls != self.config.tls

@@ -16,8 +16,9 @@ readers only copy numbers and dicts, which is safe from that thread.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -25,11 +26,15 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from hostlog import __version__
-from hostlog.config import parse_host_port
+from hostlog.config import Config, parse_host_port
+
+if TYPE_CHECKING:
+    from hostlog.agent.wiring import WiredAgent
+    from hostlog.collectors.process import ProcessSupervisor
 
 log = logging.getLogger("hostlog.metrics")
 
-__all__ = ["Metrics", "Readers"]
+__all__ = ["Metrics", "Readers", "agent_readers", "make_metrics"]
 
 
 def _zero() -> int:
@@ -142,6 +147,38 @@ class Metrics:
         self._server.server_close()
         self._thread.join(timeout=5)
         self._server = self._thread = None
+
+
+def make_metrics(config: Config) -> Metrics | None:
+    """The agent's Metrics when ``[control] metrics`` is set (else None).
+
+    Made before any collector starts, so the counting sink in front of the
+    spool writer sees every batch from the first (a collector may keep the
+    sink it was given for as long as it runs). Served later, by the wiring."""
+    return Metrics() if config.control.metrics else None
+
+
+def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
+    """The live values of a running agent, read at scrape time."""
+    context = agent.context
+    assert context is not None
+
+    def spool_value(read: Callable[[Any], int]) -> Callable[[], int]:
+        return lambda: read(agent.spool) if agent.spool is not None else 0
+
+    return Readers(
+        spool_bytes=spool_value(lambda s: s.total_bytes),
+        spool_segments=spool_value(lambda s: len(s.segments)),
+        records_written=lambda: agent.writer.stats.records if agent.writer is not None else 0,
+        spool_dropped=spool_value(lambda s: s.dropped_records),
+        source_dropped=lambda: {k[:-len(".dropped")]: v for k, v in dict(context.counters).items()
+                                if k.endswith(".dropped")},
+        forward_lag=lambda: {f.name: 0 for f in agent.config.forwards},  # until forwarding runs
+        app_restarts=supervisor.restart_counts,
+        app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
+        uptime=lambda: time.monotonic() - agent.started,
+        errors=lambda: dict(context.errors.counts),
+    )
 
 
 def _host_port(address: str) -> tuple[str, int]:

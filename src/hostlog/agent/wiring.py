@@ -1,0 +1,126 @@
+"""Supervised apps, the control socket and the metrics endpoint, wired into the agent.
+
+The agent calls three functions and nothing else:
+
+* :func:`attach` at the end of ``Agent.open()`` (the spool writer and the
+  collector context exist): starts the metrics endpoint, the control socket,
+  then the supervisor (which first kills what a previous run left);
+* :func:`detach` at the start of ``Agent.close()``, before the writer stops,
+  so the apps' last lines and lifecycle records still reach the spool;
+* :func:`on_reload` from ``Agent.reload()`` with the new, validated config:
+  apps added are started, removed stopped, changed restarted.
+
+A part that cannot start (the socket path is taken, the metrics port is in
+use) is reported in the log and the agent runs without it, as with sources.
+The commands the control socket answers are in ``agent/commands.py``, the
+counting sink in ``agent/counting.py``, the metrics in ``agent/metrics.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from hostlog.agent import commands
+from hostlog.agent.control import ControlServer
+from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.process import ProcessSupervisor
+from hostlog.config import Config
+from hostlog.errors import ControlError
+
+log = logging.getLogger("hostlog.agent")
+
+__all__ = ["WiredAgent", "Wiring", "attach", "detach", "on_reload"]
+
+
+class WiredAgent(Protocol):
+    """What the wiring uses of :class:`hostlog.agent.agent.Agent`."""
+
+    config: Config
+    config_path: Path | None
+    context: CollectorContext | None
+    spool: Any  # hostlog.spool.spool.Spool | None
+    writer: Any  # hostlog.agent.spool_writer.SpoolWriter | None
+    collectors: dict[str, Any]
+    started: float
+    metrics: Any  # hostlog.agent.metrics.Metrics | None
+    wiring: Wiring | None
+
+    def request_reload(self) -> None: ...
+
+
+@dataclass
+class Wiring:
+    supervisor: ProcessSupervisor
+    control: ControlServer | None = None
+    metrics: Any = None  # hostlog.agent.metrics.Metrics, while its endpoint serves
+    acked_at_start: int = 0  # destinations' acked seq when the agent started
+    reload_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+
+
+async def attach(agent: WiredAgent) -> None:
+    """Start metrics, the control socket and the supervised apps of ``agent.config``."""
+    config, context = agent.config, agent.context
+    assert context is not None, "attach() after the collector context exists"
+    supervisor = ProcessSupervisor(config.apps, context,
+                                   state_file=config.agent.state_dir / "apps.json")
+    wiring = Wiring(supervisor, acked_at_start=commands.acked_seq(agent))
+    agent.wiring = wiring
+    if agent.metrics is not None and config.control.metrics:
+        _start_metrics(agent, wiring, config.control.metrics)
+    control = ControlServer(config.control.socket, partial(commands.handle, agent, wiring))
+    try:
+        await control.start()
+        wiring.control = control
+    except (OSError, ControlError) as exc:
+        log.error("control socket %s not available: %s", config.control.socket, exc)
+    await supervisor.start()
+    if config.apps:
+        log.info("supervising %d apps", len(config.apps))
+
+
+async def detach(agent: WiredAgent) -> None:
+    """Stop the control socket, the apps (their last lines reach the spool) and metrics."""
+    wiring = agent.wiring
+    if wiring is None:
+        return
+    agent.wiring = None
+    if wiring.control is not None:
+        await wiring.control.stop()
+    await wiring.supervisor.stop()
+    for fut in wiring.reload_waiters:
+        fut.done() or fut.cancel()
+    if wiring.metrics is not None:
+        await asyncio.to_thread(wiring.metrics.shutdown)
+
+
+async def on_reload(agent: WiredAgent, new_config: Config) -> None:
+    """Apply the ``[[app]]`` list of a new config; ``[control]`` waits for a restart."""
+    wiring = agent.wiring
+    if wiring is None:
+        return
+    if new_config.control != agent.config.control:
+        log.warning("reload: [control] changes take effect at the next restart")
+    changes = await wiring.supervisor.reload(new_config.apps)
+    log.info("reload: apps added [%s], removed [%s], changed [%s]",
+             *(", ".join(changes[k]) for k in ("added", "removed", "changed")))
+    waiters, wiring.reload_waiters = wiring.reload_waiters, []
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(changes)
+
+
+def _start_metrics(agent: WiredAgent, wiring: Wiring, address: str) -> None:
+    from hostlog.agent.metrics import agent_readers
+    metrics = agent.metrics
+    metrics.readers = agent_readers(agent, wiring.supervisor)
+    try:
+        metrics.serve(address)
+    except OSError as exc:
+        log.error("metrics endpoint %s not started: %s", address, exc)
+        return
+    wiring.metrics = metrics
