@@ -250,8 +250,7 @@ def test_default_config_uses_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.delenv("HOSTLOG_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(config_module, "journal_readable", lambda: False)
-    config = default_config()
+    config = default_config(journald=False)
     assert config.agent.state_dir == tmp_path / "xdg" / "hostlog"
     assert [(s.type, s.name) for s in config.sources] == [("syslog", "syslog")]
     syslog = config.sources[0]
@@ -287,8 +286,7 @@ def test_default_config_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_config_adds_journald_when_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOSTLOG_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(config_module, "journal_readable", lambda: True)
-    config = default_config()
+    config = default_config(journald=True)
     assert [(s.type, s.name) for s in config.sources] == [("syslog", "syslog"), ("journald", "journald")]
 
 

@@ -44,22 +44,19 @@ def journal_readable(dirs: Iterable[str | os.PathLike[str]] = JOURNAL_DIRS) -> b
 DEFAULT_SYSLOG_LISTEN = ("udp://127.0.0.1:5514", "tcp://127.0.0.1:5514")
 
 
-def default_config() -> Config:
+def default_config(*, journald: bool | None = None) -> Config:
     """The configuration ``hostlog agent`` runs without ``-c``.
 
     State in :func:`hostlog.paths.default_state_dir` unless ``HOSTLOG_STATE_DIR`` names another
     directory (then the control socket is ``<that dir>/control.sock`` too, so an
     instance started that way shares nothing with the user's usual agent). A
     syslog source "syslog" on 127.0.0.1:5514 (UDP and TCP), and a journald source
-    "journald" when :func:`journal_readable`. No apps, no forwards, no metrics.
+    "journald" when :func:`journal_readable` (``journald`` decides instead
+    when given). No apps, no forwards, no metrics.
     """
     state_dir, override = builtin_state_dir()
     sources: list[dict[str, Any]] = [{"type": "syslog", "name": "syslog", "listen": list(DEFAULT_SYSLOG_LISTEN)}]
-    # Looked up on the package, so that replacing hostlog.config.journal_readable
-    # (as tests do) is what decides.
-    from hostlog import config as package
-
-    if package.journal_readable():
+    if journal_readable() if journald is None else journald:
         sources.append({"type": "journald", "name": "journald"})
     config = _validate({"agent": {"state_dir": str(state_dir)}, "source": sources}, None)
     if override:
