@@ -11,7 +11,7 @@ APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsysl
                 libsystemd-dev pkg-config gcc procps iproute2 openssl \
                 lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser
 
-.PHONY: run test deps venv bench clean
+.PHONY: run test deps venv bench clean faults
 
 run: venv
 	@echo "hostlog agent: built-in default (syslog on udp+tcp 127.0.0.1:5514)."
@@ -22,6 +22,10 @@ run: venv
 
 test: deps venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# the fault suite's long version (tests/faults; `make test` runs the short one)
+faults: deps venv
+	HOSTLOG_FAULTS_LONG=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/faults
 
 deps: $(VENV)/.deps-stamp
 $(VENV)/.deps-stamp:
@@ -35,7 +39,7 @@ $(VENV)/.deps-stamp:
 	@mkdir -p $(VENV) && touch $@
 
 venv: $(VENV)/.venv-stamp
-$(VENV)/.venv-stamp: pyproject.toml setup.py src/hostlog/collectors/_syslog5424.c
+$(VENV)/.venv-stamp: pyproject.toml setup.py src/hostlog/collectors/_syslog5424.c src/hostlog/collectors/_journald_read.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# systemd-python needs libsystemd-dev; without it the rest still installs

@@ -11,9 +11,10 @@
    into a real spool (SpoolWriter, fsync = "batch" every 50 ms) until every
    entry is durable: the time from start() to that point.
 3. Beside it, ``journalctl -D DIR -o export > /dev/null`` over the same file:
-   what systemd's own reader needs to read and format the same entries; and
-   the Python reader alone (the calls the collector makes, without the mapping
-   to records and without the spool), to show where the collector's time goes.
+   what systemd's own reader needs to read and format the same entries; the
+   collector once more with its Python reader and mapper (``compiled =
+   False``: what runs without the compiled ``_journald_read``); and
+   systemd-python's raw reader alone (no mapping, no spool).
 
 Prints the medians of ``--runs`` runs and the machine; bench/RESULTS.md records them.
 """
@@ -73,7 +74,7 @@ def build(directory: Path, n: int) -> Path:
     return out
 
 
-async def collect(journal_dir: Path, state: Path, n: int) -> float:
+async def collect(journal_dir: Path, state: Path, n: int, compiled: bool = True) -> float:
     keyring = Keyring.load_or_create(state / "spool.key")
     spool = Spool.open(state / "spool", keyring)
     writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
@@ -82,6 +83,7 @@ async def collect(journal_dir: Path, state: Path, n: int) -> float:
                                checkpoints=CheckpointFiles(state / "spool" / "state" / "checkpoints"))
     collector = JournaldCollector(JournaldSource(name="bench", directory=journal_dir, start="beginning"),
                                   context)
+    collector.compiled = compiled  # False: the Python reader and mapper (journald_map)
     t0 = time.perf_counter()
     await collector.start()
     while writer.durable_seq < n:
@@ -127,24 +129,31 @@ def main() -> None:
         size = sum(f.stat().st_blocks * 512 for f in jdir.iterdir())
         print(f"built {args.entries} entries ({size / 2**20:.0f} MiB on disk) "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-        ours, theirs, raws = [], [], []
+        ours, pythons, theirs, raws, ratios = [], [], [], [], []
         for run in range(args.runs):
-            state = Path(d) / f"state{run}"
-            ours.append(asyncio.run(collect(jdir, state, args.entries)))
+            ours.append(asyncio.run(collect(jdir, Path(d) / f"state{run}", args.entries)))
             theirs.append(journalctl(jdir))
+            pythons.append(asyncio.run(collect(jdir, Path(d) / f"py{run}", args.entries, False)))
             raws.append(raw_read(jdir))
-            print(f"run {run + 1}: collector {ours[-1]:.2f}s, journalctl {theirs[-1]:.2f}s",
+            ratios.append(theirs[-1] / ours[-1])
+            print(f"run {run + 1}: collector {ours[-1]:.2f}s, journalctl {theirs[-1]:.2f}s "
+                  f"(collector/journalctl rate {ratios[-1]:.2f}), python reader {pythons[-1]:.2f}s",
                   file=sys.stderr)
     mo, mt, mr = statistics.median(ours), statistics.median(theirs), statistics.median(raws)
+    mp = statistics.median(pythons)
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"{platform.machine()}, {platform.system()} {platform.release()}")
     print(f"entries: {args.entries}, runs: {args.runs} (medians)\n")
     print("| reader | time | entries/s |")
     print("|---|---|---|")
     print(f"| journald collector → spool (durable) | {mo:.2f} s | {args.entries / mo:,.0f} |")
+    print(f"| the same, Python reader and mapper (no `_journald_read`) | {mp:.2f} s "
+          f"| {args.entries / mp:,.0f} |")
     print(f"| systemd.journal.Reader alone (read fields, no mapping, no spool) | {mr:.2f} s "
           f"| {args.entries / mr:,.0f} |")
     print(f"| `journalctl -D DIR -o export > /dev/null` | {mt:.2f} s | {args.entries / mt:,.0f} |")
+    print(f"\ncollector rate / journalctl rate, per run (same run): "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,14 @@ How it runs:
 * ``systemd.journal.Reader`` opens the system journal, or the journal files
   under ``directory``. Entries are read in batches of up to
   :data:`BATCH_ENTRIES` on a worker thread (a backlog of millions must not
-  stall the event loop), mapped with ``journal_to_record`` and written to the
-  sink as one batch each. The reader is only ever used by one thread at a
-  time: the loop waits for each read before it touches the reader again.
+  stall the event loop), mapped as ``journal_to_record`` maps them straight
+  into :class:`~hostlog.record.Columns` and written to the sink as one batch
+  each: by the compiled ``_journald_read`` when it was built, else by
+  systemd-python's raw calls and :mod:`hostlog.collectors.journald_map`
+  (no Record per entry either way: that mapping was most of the cost). The
+  reader is only ever used by one thread at a time: the loop waits for each
+  read before it touches the reader again (the compiled reader relies on it
+  when it reads without the GIL).
 * When the journal has nothing more, the loop watches the reader's file
   descriptor (inotify inside libsystemd) and reads again when it becomes
   readable, after ``process()`` has consumed the event. A slow timer re-reads
@@ -35,9 +40,14 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
+from hostlog.collectors.journald_map import JournalEntry, columns_of, entries_to_columns
 from hostlog.config import JournaldSource
-from hostlog.query.journal_fields import journal_to_record
-from hostlog.record import Record
+from hostlog.record import Columns, Record
+
+try:  # built with the package when libsystemd-dev is there (setup.py)
+    from hostlog.collectors import _journald_read  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - the Python reader does the same, slower
+    _journald_read = None
 
 log = logging.getLogger("hostlog.journald")
 
@@ -63,6 +73,7 @@ class JournaldCollector:
         self.checkpoint = DurableCheckpoint(context.checkpoints, self.name)
         self.stop_wait = STOP_WAIT  # for the last batches to be durable, in stop()
         self.batch_entries = BATCH_ENTRIES
+        self.compiled = True  # read with _journald_read when it was built
         self.reader: Any = None
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[Any] | None = None
@@ -78,7 +89,9 @@ class JournaldCollector:
         except ImportError as exc:
             raise ValueError(f"the journald source needs systemd-python: {exc}") from None
         self.reader = await asyncio.to_thread(self._open, journal)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"collector {self.name}")
+        # a task that dies stops the agent (the guard): it must not stop reading unseen
+        self._task = asyncio.get_running_loop().create_task(
+            self.context.guard(self.name, "run", self._run()), name=f"collector {self.name}")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -136,20 +149,50 @@ class JournaldCollector:
             return False
 
     # -- reading ---------------------------------------------------------------------
-    def _read_batch(self, process: bool) -> tuple[list[Record], str | None, int]:
+    def _read_batch(self, process: bool) -> tuple[Columns, str | None, int]:
         """Up to ``batch_entries`` records, the cursor of the last, and how many
         entries were skipped as unreadable (worker thread)."""
         reader = self.reader
         if process:
             reader.process()  # consume the inotify events; picks up new/rotated files
-        records: list[Record] = []
-        append = records.append
+        if self.compiled and _journald_read is not None:
+            records, skipped = self._read_compiled()
+        else:
+            records, skipped = self._read_python()
+        cursor = None
+        if records:
+            try:
+                cursor = reader._get_cursor()
+            except OSError:
+                pass  # the position stays where it was: a restart repeats, never loses
+        return records, cursor, skipped
+
+    def _read_compiled(self) -> tuple[Columns, int]:
+        """libsystemd's calls in C, each entry mapped as it is read."""
+        hostname = self.context.hostname
+        (ts, host, app, pid, severity, facility, msg, fields, redo, skipped, skip_error,
+         stop_error) = _journald_read.read_batch(self.reader, self.batch_entries, hostname)
+        if skipped:  # a corrupt entry: journalctl skips it too
+            log.warning("%s: skipped %d unreadable journal entries: %s", self.name, skipped,
+                        skip_error)
+        if stop_error is not None:  # cannot step past it now; the next read tries again
+            log.warning("%s: the journal cannot move on: %s", self.name, stop_error)
+        return columns_of(ts, host, app, pid, severity, facility, msg, fields, redo,
+                          hostname), skipped
+
+    def _read_python(self) -> tuple[Columns, int]:
+        """The same with systemd-python's raw calls (no per-field conversion),
+        mapped a batch at a time afterwards."""
+        reader = self.reader
+        entries: list[JournalEntry] = []
+        realtimes: list[int] = []
+        monotonics: list[int] = []
+        add_entry, add_realtime, add_monotonic = entries.append, realtimes.append, monotonics.append
         next_entry, get_all = reader._next, reader._get_all
         realtime, monotonic = reader._get_realtime, reader._get_monotonic
-        hostname = self.context.hostname
         limit = self.batch_entries
         skipped = 0
-        while len(records) + skipped < limit:
+        while len(entries) + skipped < limit:
             try:
                 if not next_entry():
                     break
@@ -159,23 +202,16 @@ class JournaldCollector:
                 break
             try:
                 entry = get_all()
-                entry["__REALTIME_TIMESTAMP"] = realtime()
-                entry["__MONOTONIC_TIMESTAMP"] = monotonic()[0]
+                at = realtime()
+                since_boot = monotonic()[0]
             except OSError as exc:  # a corrupt entry: journalctl skips it too
                 skipped += 1
                 log.warning("%s: skipping an unreadable journal entry: %s", self.name, exc)
                 continue
-            record = journal_to_record(entry)
-            if not record.host:
-                record.host = hostname
-            append(record)
-        cursor = None
-        if records:
-            try:
-                cursor = reader._get_cursor()
-            except OSError:
-                pass  # the position stays where it was: a restart repeats, never loses
-        return records, cursor, skipped
+            add_entry(entry)
+            add_realtime(at)
+            add_monotonic(since_boot)
+        return entries_to_columns(entries, realtimes, monotonics, self.context.hostname), skipped
 
     async def _run(self) -> None:
         sink = self.context.sink
@@ -196,7 +232,7 @@ class JournaldCollector:
                 # reader recovers on a later call, so wait and try again
                 log.warning("%s: reading the journal: %s", self.name, exc)
                 self.context.count(f"{self.name}.read_errors")
-                records, cursor, skipped = [], None, 0
+                records, cursor, skipped = Columns.of([]), None, 0
             self._reading = None
             process = False
             if skipped:

@@ -280,12 +280,17 @@ class Spool:
         # The frame's app filter covers apps and systemd units, the two things
         # `hostlog query -u` matches.
         names = set(apps)
-        try:
+        try:  # C-level passes over per-row dicts (journald) or a pool of shared ones
             has_priority = any(map(contains, fields, repeat("PRIORITY")))
             names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT")))
-        except TypeError:  # fields that are not a dict: look one by one
+        except TypeError:
+            # a repeated _SYSTEMD_UNIT (a list: unhashable), or fields that are
+            # not a dict: one by one, every value of the unit counts
             has_priority = True
-            names.update(f.get("_SYSTEMD_UNIT") for f in fields if f)
+            names = set(apps)
+            for f in fields:
+                unit = f.get("_SYSTEMD_UNIT") if f else None
+                names.update(unit if isinstance(unit, list) else [unit])
         # a journald record may carry PRIORITY values its severity does not
         # show (several, or "06"); `query -p` matches those too, so they count
         if has_priority:
@@ -297,6 +302,8 @@ class Spool:
                         severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
         bloom = 0
         for name in names:
+            if isinstance(name, bytes):  # a unit that is not UTF-8: as `query -u` spells it
+                name = name.decode("utf-8", "surrogateescape")
             if isinstance(name, str):
                 bloom |= app_bloom_bits(active.keys.bloom_key, name)
         active.append(encode_columns(columns), first_seq=first, count=n,

@@ -421,3 +421,23 @@ def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
         seen.append((entry.severity_mask, entry.ts_min, entry.ts_max, records))
     assert seen[0] == seen[1] == seen[2]
     assert seen[0][0] & (1 << 2)
+
+
+def test_the_frame_index_sees_every_value_of_a_repeated_or_binary_unit(tmp_path, keyring):
+    """journald rows carry their own fields dicts: a repeated _SYSTEMD_UNIT is
+    a list, a unit that is not UTF-8 is bytes. The frame's app filter must
+    hold each (query -u skips frames by it), and the append must not fail."""
+    batch = recs(3)
+    batch[0].fields = {"_SYSTEMD_UNIT": ["one.service", "two.service"], "PRIORITY": ["3", "06"]}
+    batch[1].fields = {"_SYSTEMD_UNIT": b"bin\xff.service"}
+    rows = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch])
+    for name, given in (("records", batch), ("columns", rows)):
+        spool = Spool.open(tmp_path / name, keyring)
+        assert spool.append(given) == (1, 3)
+        spool.close()
+        reader = SpoolReader.open(tmp_path / name)
+        (seg, entry), = list(reader.frames())
+        for unit in ("one.service", "two.service", b"bin\xff.service".decode("utf-8", "surrogateescape")):
+            bits = app_bloom_bits(seg.keys.bloom_key, unit)
+            assert entry.app_bloom & bits == bits, unit
+        assert entry.severity_mask & (1 << 3) and entry.severity_mask & (1 << 6)
