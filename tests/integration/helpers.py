@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.agent.counting import CountingSink
+from hostlog.agent.metrics import Metrics
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.record import Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
@@ -43,13 +45,24 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: 
 class SpoolHarness:
     """What the agent gives a collector: a real spool, its writer, checkpoint files.
 
+    The sink is the agent's whole chain with everything on: the error guard
+    (:class:`GuardedSink`), the metrics count (:class:`CountingSink`), then
+    the writer, so a collector test also proves every consumer on the way
+    takes the batches the collector makes (a count that fails on one batch
+    type once lost every syslog TCP record with metrics on). ``metrics=False``
+    leaves the count out, for a test that says why.
+
     ``open()`` must run inside the event loop (the writer reports to it).
     ``close()`` stops the writer (which reports the last batches durable) and
     closes the spool, in the agent's order: collectors first, then this.
+    It then checks what the agent would show: no error caught at the
+    collector's edge (unless ``expect_errors``), and the metrics count agrees
+    with what the writer wrote.
     """
 
     def __init__(self, directory: Path, *, fsync: str = "batch", fsync_interval: float = 0.02,
-                 hostname: str = "test-host") -> None:
+                 hostname: str = "test-host", metrics: bool = True,
+                 expect_errors: bool = False) -> None:
         self.directory = directory
         self.fsync = fsync
         self.fsync_interval = fsync_interval
@@ -57,6 +70,11 @@ class SpoolHarness:
         self.spool: Spool | None = None
         self.writer: SpoolWriter | None = None
         self.context: CollectorContext | None = None
+        self.metrics: Metrics | None = Metrics() if metrics else None
+        self.expect_errors = expect_errors
+        # what a fatal error (the sink refused a batch) would stop the agent with
+        self.fatal: list[BaseException] = []
+        self.errors = ErrorCounts(on_fatal=self.fatal.append)
 
     @property
     def spool_dir(self) -> Path:
@@ -76,17 +94,29 @@ class SpoolHarness:
         self.spool = Spool.open(self.spool_dir, keyring)
         self.writer = SpoolWriter(self.spool, fsync=self.fsync, fsync_interval=self.fsync_interval)
         self.writer.start()
-        self.context = CollectorContext(hostname=self.hostname, sink=self.writer,
-                                        checkpoints=self.checkpoints)
+        inner: Any = self.writer
+        if self.metrics is not None:
+            inner = CountingSink(inner, self.metrics)
+        self.context = CollectorContext(hostname=self.hostname, sink=GuardedSink(inner, self.errors),
+                                        checkpoints=self.checkpoints, errors=self.errors)
         return self.context
 
     async def close(self) -> None:
+        written = None
         if self.writer is not None:
             await self.writer.stop()
+            written = self.writer.stats.records
             self.writer = None
         if self.spool is not None:
             self.spool.close()
             self.spool = None
+        if not self.expect_errors:
+            assert not self.errors.counts and not self.fatal, \
+                f"errors at the collector's edge: {self.errors.counts} {self.fatal}"
+        if self.metrics is not None and written is not None:
+            counted = sum(self.metrics.records_in.values())
+            assert counted == written, \
+                f"the metrics counted {counted} records in, the writer wrote {written}"
 
     def records(self, source: str | None = None) -> list[Record]:
         """Every record in the spool now (reads the segments like a query does)."""

@@ -158,6 +158,23 @@ def make_metrics(config: Config) -> Metrics | None:
     return Metrics() if config.control.metrics else None
 
 
+#: The collectors' counters that count records they did not hand on.
+DROP_COUNTERS = (".dropped", ".rate_limited")
+
+
+def dropped_by_collector(counters: dict[str, int]) -> dict[str, int]:
+    """Records each collector dropped, by its name: a full queue, the kernel's
+    drops on its socket (``NAME.dropped``) and its rate limit
+    (``NAME.rate_limited``) together."""
+    out: dict[str, int] = {}
+    for key, value in dict(counters).items():
+        for suffix in DROP_COUNTERS:
+            if key.endswith(suffix):
+                name = key[:-len(suffix)]
+                out[name] = out.get(name, 0) + value
+    return out
+
+
 def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
     """The live values of a running agent, read at scrape time."""
     context = agent.context
@@ -171,8 +188,7 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         spool_segments=spool_value(lambda s: len(s.segments)),
         records_written=lambda: agent.writer.stats.records if agent.writer is not None else 0,
         spool_dropped=spool_value(lambda s: s.dropped_records),
-        source_dropped=lambda: {k[:-len(".dropped")]: v for k, v in dict(context.counters).items()
-                                if k.endswith(".dropped")},
+        source_dropped=lambda: dropped_by_collector(context.counters),
         forward_lag=lambda: {f.name: 0 for f in agent.config.forwards},  # until forwarding runs
         app_restarts=supervisor.restart_counts,
         app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
