@@ -160,6 +160,14 @@ class Columns:
         for column in self.columns:
             del column[n:]
 
+    def slice(self, start: int, stop: int) -> Columns:
+        """Rows ``start`` to ``stop`` (exclusive) as a batch of their own: the
+        column lists are copied, the rows' values (and shared ``fields``
+        dicts) are not. ``fields_pool`` is kept (a bound of what the rows
+        use); ``text_size`` is not, and is measured when asked for."""
+        return Columns([column[start:stop] for column in self.columns],
+                       fields_pool=self.fields_pool)
+
     def extend(self, other: Columns | Sequence[Record]) -> None:
         if isinstance(other, Columns):
             more, pool, size = other.columns, other.fields_pool, other.text_bytes()

@@ -124,3 +124,17 @@ def test_stamped_columns_with_shared_dicts_encode_as_records(n):
     records = columns.records()  # own dicts, a seq list
     assert encode_columns(columns.columns) == encode_chunk(records)
     assert decode_chunk(encode_columns(columns.columns)) == records
+
+
+@given(st.lists(records, max_size=40), st.integers(0, 45), st.integers(0, 45))
+@settings(max_examples=200)
+def test_a_slice_of_columns_holds_those_rows_and_keeps_the_pool(batch, start, stop):
+    columns = Columns.of(batch)
+    columns.fields_pool = [r.fields for r in batch]
+    piece = columns.slice(start, stop)
+    assert piece.records() == batch[start:stop]
+    assert piece.text_bytes() == sum(len(r.msg) for r in batch[start:stop])
+    assert piece.fields_pool is columns.fields_pool  # still a bound of what the rows use
+    if batch[start:stop]:
+        assert decode_chunk(encode_columns(piece.columns)) == batch[start:stop]
+    assert columns.records() == batch  # the batch sliced is left as it was
