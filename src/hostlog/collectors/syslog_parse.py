@@ -78,6 +78,9 @@ _BSD_TS = re.compile(_BSD)
 _ISO_TS = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}):([0-9]{2})"
                      r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:?[0-9]{2})?(?: |$)")
 _PRI_ONLY = re.compile(_PRI)
+# A TAG at the start of a MSG without HEADER: a first word (up to a blank,
+# journald's WHITESPACE) that ends with ":", and the one blank after it.
+_HEADERLESS_TAG = re.compile(r"([^ \t\n\r]*):(?:[ \t\n\r]|\Z)")
 # After PRI, a VERSION and SP (or the end) means the sender meant RFC 5424.
 # A longer digit run is RFC 3164 content ("<0>1990 Oct 22 ...", RFC 3164 5.4).
 _VERSION_START = re.compile(r"[1-9][0-9]{0,2}(?: |$)")
@@ -233,10 +236,21 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
     if pri is None:
         return _unparsed(whole, received_ns, default_host, None, "no PRI and no TIMESTAMP")
     # RFC 3164 4.3.2: "If the relay does not find a valid TIMESTAMP [...] it
-    # MUST add a TIMESTAMP and HOSTNAME"; the text after PRI is the CONTENT.
+    # MUST add a TIMESTAMP and HOSTNAME": no HEADER, so no HOSTNAME to read.
+    # The MSG may still start with a TAG, as from Python's SysLogHandler
+    # ("<14>myapp: text"): journald's syslog_parse_identifier() and rsyslog
+    # both read a first word ending with ":" as the TAG, so that is the one
+    # rule here. Any other first word is CONTENT ("<14>hello world",
+    # "<14>Just a sentence: with colon"), as journald reads it (rsyslog would
+    # take "hello" for a HOSTNAME and "world" for a TAG).
+    app, pid, fields = "", None, {}
+    m = _HEADERLESS_TAG.match(text, p)
+    if m is not None:
+        app, pid, fields = _tag(m[1], clean)
+        p = m.end()  # one blank after the TAG is no CONTENT (journald skips one)
     msg = text[p:]
     return Record(received_ns, msg if clean else _restore(msg), default_host, "syslog",
-                  "", None, pri & 7, pri >> 3, {})
+                  app, pid, pri & 7, pri >> 3, fields)
 
 
 def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: int,
@@ -348,17 +362,25 @@ def _rfc3164(text: str, clean: bool, p: int, pri: int, ts: int, default_host: st
         tag = None  # no TAG: the whole rest is CONTENT ("Use the BFG!", RFC 3164 5.4)
     if tag is not None:
         p = len(text) if sp < 0 else sp + 1
-        if tag.endswith("]") and (i := tag.find("[")) > 0:
-            procid = tag[i + 1:-1]
-            tag = tag[:i]
-            if procid:
-                pid = _pid(procid)
-                if pid is None:
-                    fields["procid"] = procid if clean else _restore_str(procid)
-        app = tag if clean else _restore_str(tag)
+        app, pid, fields = _tag(tag, clean)
     msg = text[p:]
     return Record(ts, msg if clean else _restore(msg), host, "syslog", app, pid,
                   pri & 7, pri >> 3, fields)
+
+
+def _tag(tag: str, clean: bool) -> tuple[str, int | None, dict[str, str | bytes]]:
+    """A TAG without its ":" -> (app, pid, fields): "name[pid]" gives the pid,
+    or a "procid" field when the part in brackets is not a pid."""
+    pid: int | None = None
+    fields: dict[str, str | bytes] = {}
+    if tag.endswith("]") and (i := tag.find("[")) > 0:
+        procid = tag[i + 1:-1]
+        tag = tag[:i]
+        if procid:
+            pid = _pid(procid)
+            if pid is None:
+                fields["procid"] = procid if clean else _restore_str(procid)
+    return (tag if clean else _restore_str(tag)), pid, fields
 
 
 def _is_tag_pid(word: str) -> bool:

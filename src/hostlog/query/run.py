@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import BinaryIO, Callable, Iterator
 
@@ -24,8 +25,17 @@ def select(reader: SpoolReader, query: Query, *, lines: int | None = None, rever
     started (``--follow`` goes on after it).
 
     Records come in spool order, oldest first, or newest first with
-    ``reverse``; ``lines`` (-n) keeps the newest N, read from the end so only
-    the frames that hold them are decrypted, and only their records built.
+    ``reverse``. ``lines`` (-n) picks N of them as journalctl 252 does
+    (docs/query.md, "-n with -S, -U and -r"):
+
+    * with ``since_ns`` and not ``reverse``: the first N from ``since_ns`` on
+      (journalctl seeks to --since and reads forward);
+    * otherwise the newest N, read from the end so only the frames that hold
+      them are decrypted, and only their records built; without ``reverse``,
+      ``until_ns`` does not move where they are counted from, it only drops
+      those of them after it (journalctl counts N back from the tail, then
+      stops reading forward at --until).
+
     ``identity=False``: the records may come without origin and seq (what
     short and cat print does not need them).
     """
@@ -34,6 +44,12 @@ def select(reader: SpoolReader, query: Query, *, lines: int | None = None, rever
         newest_seq = last_seq(reader)
         return iter_pieces(reader, query, reverse=reverse, identity=identity,
                            columnar=columnar), newest_seq
+    if query.since_ns is not None and not reverse:
+        return iter([first_selected(reader, query, lines, identity=identity)]), last_seq(reader)
+    until_ns = None
+    if query.until_ns is not None and not reverse:
+        until_ns = query.until_ns
+        query = dataclasses.replace(query, until_ns=None)
     picked: Pairs = []
     newest_seq = 0
     for seg, entry in reader.frames_quick(reverse=True):
@@ -47,7 +63,27 @@ def select(reader: SpoolReader, query: Query, *, lines: int | None = None, rever
         picked.extend(reversed(pairs))
     if not reverse:
         picked.reverse()
+    if until_ns is not None:
+        picked = [pair for pair in picked if pair[1].ts <= until_ns]
     return iter([picked]), newest_seq
+
+
+def first_selected(reader: SpoolReader, query: Query, lines: int, *,
+                   identity: bool = True) -> Pairs:
+    """The first ``lines`` records the query selects, in spool order; frames
+    before ``since_ns`` are passed over by the index, and reading stops once
+    there are enough."""
+    picked: Pairs = []
+    if lines <= 0:
+        return picked
+    for seg, entry in reader.frames_quick(test=query.frame_test, since_ns=query.since_ns,
+                                          until_ns=query.until_ns):
+        pairs = frame_selected(reader, seg, entry, query, first=lines - len(picked),
+                               identity=identity)
+        picked.extend(pairs)  # type: ignore[arg-type]  # with first=, never a ColumnPick
+        if len(picked) >= lines:
+            break
+    return picked
 
 
 def last_seq(reader: SpoolReader) -> int:
@@ -102,48 +138,65 @@ class ColumnPick:
 
 
 def frame_selected(reader: SpoolReader, seg: SegmentReader, entry: IndexEntry, query: Query, *,
-                   after_seq: int = 0, last: int | None = None, identity: bool = True,
-                   columnar: bool = False) -> Pairs | ColumnPick:
+                   after_seq: int = 0, last: int | None = None, first: int | None = None,
+                   identity: bool = True, columnar: bool = False) -> Pairs | ColumnPick:
     """The (seq, record) pairs of one frame that the query selects, in spool
-    order; with ``last``, at most the last ``last`` of them.
+    order; with ``last`` (``first``), at most the last (first) that many.
 
     The chunk is tested by its bytes, then by single columns; Records are
-    built only for what is left (and, with ``last``, from the end, a batch at
-    a time, until enough pass). ``columnar``: when the columns decided, a
+    built only for what is left (and, with ``last`` or ``first``, from that
+    end, a batch at a time, until enough pass). ``columnar``: when the columns decided, a
     :class:`ColumnPick` instead of Records (what a Printer with a column
     formatter takes).
     """
     chunk = reader.read_chunk(seg, entry)
     if chunk is None or not query.chunk_test(chunk):
         return []
-    first = entry.first_seq
+    first_seq = entry.first_seq
     identity = identity or query.needs_identity
     try:
         cols = FrameColumns(chunk)
         idx, need_records = query.candidates(cols, entry)
-        if after_seq >= first:
-            idx = [i for i in idx if first + i > after_seq]
-        if columnar and not need_records and last is None:
-            return ColumnPick(cols, idx, first, query.verify, identity)
+        if after_seq >= first_seq:
+            idx = [i for i in idx if first_seq + i > after_seq]
+        if columnar and not need_records and last is None and first is None:
+            return ColumnPick(cols, idx, first_seq, query.verify, identity)
         # the columns decided (verify() is left), or the record test must
         test = query.verify if not need_records else query.record_test
+        if first is not None:
+            return _first_passing(cols, idx, first_seq, first, test, identity)
         if last is None:
-            return [(first + i, r) for i, r in zip(idx, cols.records(idx, identity=identity))
+            return [(first_seq + i, r) for i, r in zip(idx, cols.records(idx, identity=identity))
                     if test(r)]
         out: list[tuple[int, Record]] = []
         end = len(idx)
         step = max(64, 2 * last)
         while end > 0 and len(out) < last:
             part = idx[max(0, end - step):end]
-            got = [(first + i, r) for i, r in zip(part, cols.records(part, identity=identity))
+            got = [(first_seq + i, r) for i, r in zip(part, cols.records(part, identity=identity))
                    if test(r)]
             out[:0] = got
             end -= len(part)
             step *= 2
         return out[-last:] if last > 0 else []
     except ChunkError as exc:
-        reader.damage.append(Damage(seg.path.name, entry.offset, str(exc), first, entry.count))
+        reader.damage.append(Damage(seg.path.name, entry.offset, str(exc), first_seq, entry.count))
         return []
+
+
+def _first_passing(cols: FrameColumns, idx: list[int], first_seq: int, wanted: int,
+                   test: Callable[[Record], bool], identity: bool) -> Pairs:
+    """The first ``wanted`` of ``idx`` whose records pass ``test``, built a
+    batch at a time from the front."""
+    out: Pairs = []
+    start, step = 0, max(64, 2 * wanted)
+    while start < len(idx) and len(out) < wanted:
+        part = idx[start:start + step]
+        out += [(first_seq + i, r) for i, r in zip(part, cols.records(part, identity=identity))
+                if test(r)]
+        start += len(part)
+        step *= 2
+    return out[:wanted] if wanted > 0 else []
 
 
 def roomy_heap() -> None:

@@ -484,6 +484,95 @@ def test_rfc3164_without_valid_timestamp_keeps_content_after_pri(raw: bytes) -> 
     assert "parse_error" not in rec.fields
 
 
+# Without a TIMESTAMP there is no HEADER (RFC 3164 4.3.2), but a TAG may open
+# the MSG (Python's SysLogHandler writes "<14>myapp: text"). Each case below
+# was sent to the real systemd-journald 252 (its /dev/log socket) and to
+# rsyslogd 8.2302 (imudp, a template printing HOSTNAME, TAG, PROCID, MSG):
+# (raw, app, pid, fields, msg) is what journald stored as SYSLOG_IDENTIFIER,
+# SYSLOG_PID and MESSAGE unless a comment says otherwise.
+@pytest.mark.parametrize("raw, app, pid, fields, msg", [
+    (b"<14>myapp: something happened", "myapp", None, {}, "something happened"),  # rsyslog too
+    (b"<14>myapp[123]: text", "myapp", 123, {}, "text"),                          # rsyslog too
+    (b"<14>ERROR: disk full", "ERROR", None, {}, "disk full"),                    # rsyslog too
+    (b"<14>postfix/smtpd[9]: x", "postfix/smtpd", 9, {}, "x"),
+    (b"<14>myapp:", "myapp", None, {}, ""),
+    (b"<14>myapp: ", "myapp", None, {}, ""),
+    (b"<14>myapp:  two spaces", "myapp", None, {}, " two spaces"),  # one blank is skipped
+    (b"<14>myapp:\tx", "myapp", None, {}, "x"),
+    (b"<14>a:b: x", "a:b", None, {}, "x"),           # rsyslog: TAG "a:", MSG "b: x"
+    (b"<14>a[b]c: x", "a[b]c", None, {}, "x"),
+    (b"<14>myapp[12x]: x", "myapp", None, {"procid": "12x"}, "x"),
+    (b"<14>: x", "", None, {}, "x"),
+    # no TAG: journald's MESSAGE is all of it
+    (b"<14>hello world", "", None, {}, "hello world"),  # rsyslog: HOSTNAME hello, TAG world
+    (b"<14>Just a sentence: with colon", "", None, {}, "Just a sentence: with colon"),
+    (b"<14>host myapp: x", "", None, {}, "host myapp: x"),  # rsyslog: HOSTNAME host
+    (b"<14>myapp[123] text", "", None, {}, "myapp[123] text"),  # rsyslog: TAG myapp[123]
+    (b"<14>myapp:text", "", None, {}, "myapp:text"),  # rsyslog: TAG myapp:
+    (b"<14>myapp\t: tab", "", None, {}, "myapp\t: tab"),
+    (b"<14>http://example.com/ is down", "", None, {}, "http://example.com/ is down"),
+    (b"<14>hello", "", None, {}, "hello"),
+    (b"<14>", "", None, {}, ""),
+    # journald skips blanks before the TAG; rsyslog, and hostlog, read none then
+    (b"<14> lead: x", "", None, {}, " lead: x"),
+    # an invalid date is no TIMESTAMP: its first word is no TAG either
+    (b"<14>Feb 30 10:00:00 myapp: x", "", None, {}, "Feb 30 10:00:00 myapp: x"),
+])
+def test_rfc3164_without_timestamp_reads_a_tag_as_journald_does(raw, app, pid, fields, msg):
+    rec = _p(raw)
+    assert (rec.app, rec.pid, rec.fields, rec.msg) == (app, pid, fields, msg)
+    assert (rec.ts, rec.host, rec.facility, rec.severity) == (RECEIVED_NS, DEFAULT_HOST, 1, 6)
+    # the batch paths (Records and Columns) read it the same, among other lines
+    from hostlog.collectors.syslog_parse import parse_columns
+    raws = [raw, b"<13>Oct 11 22:14:15 h t: y"] * 8
+    assert parse_messages(raws, received_ns=RECEIVED_NS, default_host=DEFAULT_HOST)[0] == rec
+    got = parse_columns(raws, received_ns=RECEIVED_NS, default_host=DEFAULT_HOST).records()[0]
+    assert got == rec
+
+
+def test_rfc3164_without_timestamp_non_utf8_tag_and_message():
+    rec = _p(b"<14>caf\xe9[7]: bad \xff byte")
+    assert (rec.app, rec.pid, rec.msg) == ("caf\\xe9", 7, b"bad \xff byte")
+
+
+_TAG = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters=":[]"),
+               min_size=1, max_size=32)
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 191), _TAG, st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+       st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_rfc3164_without_timestamp_tag_round_trip(pri, tag, pid, msg) -> None:
+    """What a sender without a clock writes (SysLogHandler: "<PRI>ident: msg")
+    comes back as it was meant: TAG, pid, message."""
+    if tag[0].isdigit():
+        return  # "<14>1 ..." would be an RFC 5424 VERSION
+    text = "<%d>%s%s: %s" % (pri, tag, "" if pid is None else f"[{pid}]", msg)
+    rec = _p(text.encode())
+    if msg.endswith(("\n", "\x00")):  # the documented trailer stripping
+        msg = msg.rstrip("\r\n\x00")
+    assert (rec.app, rec.pid, rec.msg, rec.ts, rec.host) == (tag, pid, msg, RECEIVED_NS, DEFAULT_HOST)
+    assert (rec.facility, rec.severity) == (pri >> 3, pri & 7) and not rec.fields
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 191), st.text(st.characters(blacklist_categories=("Cs",),
+                                                  blacklist_characters=":\r\n\x00"),
+                                    max_size=60), st.text(max_size=20))
+def test_rfc3164_without_timestamp_first_word_without_colon_is_content(pri, head, rest) -> None:
+    """A first word that does not end with ":" is no TAG: the whole text after
+    PRI is the message, whatever follows (journald's rule)."""
+    text = "<%d>%s" % (pri, head + (" " + rest if rest else ""))
+    rec = _p(text.encode())
+    if "parse_error" in rec.fields or rec.ts != RECEIVED_NS:
+        return  # it read as RFC 5424, or as a HEADER with a valid TIMESTAMP
+    assert rec.app == "" and rec.pid is None
+    body = text[text.index(">") + 1:]
+    if body.endswith(("\n", "\x00")):
+        body = body.rstrip("\r\n\x00")
+    assert rec.msg == body
+
+
 @pytest.mark.parametrize("received, raw, year", [
     ((2024, 1, 5), b"<13>Dec 31 23:59:59 h a: m", 2023),   # more than a month ahead: last year
     ((2024, 12, 31), b"<13>Jan  1 00:00:05 h a: m", 2025),  # sender already in the new year
