@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from hostlog.errors import SpoolError
 from hostlog.spool.state import read_json, write_json
 
 
@@ -63,7 +64,12 @@ class CheckpointFiles:
         return self.directory / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + suffix)
 
     def load(self, name: str) -> Any:
-        durable = read_json(self._path(name))
+        path = self._path(name)
+        try:
+            durable = read_json(path)
+        except ValueError as exc:
+            raise SpoolError(f"checkpoint {path} is damaged ({exc}); move it away to start "
+                             f"source {name!r} by its start rule") from None
         pairs = _pairs(self._path(name, ".written.json"))
         last = self.last_seq()
         valid = [p for p in pairs if isinstance(p, dict) and p.get("seq", 0) <= last]

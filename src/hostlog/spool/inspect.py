@@ -34,7 +34,8 @@ def collect_stats(reader: SpoolReader, *, verify: bool = False) -> SpoolStats:
     every frame); damage and sequence gaps are collected, never raised."""
     stats = SpoolStats()
     expected: int | None = None
-    for path in reader.segment_paths():
+    paths = reader.segment_paths()
+    for path in paths:
         seg = reader.open_segment(path)
         if seg is None:
             continue
@@ -44,6 +45,11 @@ def collect_stats(reader: SpoolReader, *, verify: bool = False) -> SpoolStats:
             index = seg.index()
             stats.sealed += index.sealed
             stats.damage.extend(index.damage)
+            if not index.sealed and path != paths[-1]:
+                # only the newest segment is ever unsealed: rotation seals
+                # (footer, fsync) before it creates the next one
+                stats.damage.append(Damage(path.name, index.end,
+                                           "segment has no intact footer"))
             for entry in index.entries:
                 if verify:
                     result = seg.read_frame(entry)

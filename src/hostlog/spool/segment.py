@@ -73,7 +73,11 @@ class SegmentReader:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
         try:
-            self.header = F.SegmentHeader.unpack(os.pread(self.fd, F.SEGMENT_HEADER_SIZE, 0))
+            try:
+                head = os.pread(self.fd, F.SEGMENT_HEADER_SIZE, 0)
+            except IsADirectoryError:
+                raise SpoolFormatError("a directory, not a segment") from None
+            self.header = F.SegmentHeader.unpack(head)
             master = keyring.get(self.header.key_id)
             self.keys: SegmentKeys = derive_segment_keys(master, self.header.salt)
             if self.keys.check != self.header.key_check:

@@ -139,6 +139,7 @@ class Spool:
         """Index every segment; continue the newest unsealed one after cutting
         its torn tail; report (never die on) damage in sealed ones."""
         report = self.recovery
+        floor = 1  # no seq below this may be given: a segment moved aside held them
         paths = sorted((p for p in self.segments_dir.iterdir()
                         if segment_first_seq(p) is not None), key=segment_first_seq)
         for i, path in enumerate(paths):
@@ -156,6 +157,7 @@ class Spool:
                 # Unreadable without its header (salt, key id): keep it for
                 # inspection under another name, so the seqs it held are not
                 # taken for a new segment of the same name.
+                floor = max(floor, _seq_floor(path))
                 aside = path.with_name(path.name + ".damaged")
                 path.rename(aside)
                 fsync_dir(self.segments_dir)
@@ -189,7 +191,7 @@ class Spool:
                                if index.entries else first)
                     self.segments.append(SegmentInfo(path, first, nxt, reader.size(),
                                                      index.sealed_ns or time.time_ns()))
-        next_seq = self.segments[-1].next_seq if self.segments else 1
+        next_seq = max(self.segments[-1].next_seq if self.segments else 1, floor)
         if self.active is None:
             self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
                                                keyring=self.keyring, first_seq=next_seq)
@@ -401,3 +403,22 @@ class Spool:
         if removed:
             fsync_dir(self.segments_dir)
         return removed
+
+
+def _seq_floor(path: Path) -> int:
+    """One past the highest seq an unreadable segment held, from the frame
+    headers in it (CRC-checked, readable without the key). Not from its name:
+    a stray file may carry any name."""
+    floor = 1
+    if not path.is_file():
+        return floor
+    data = path.read_bytes()
+    i = data.find(F.FRAME_MAGIC)
+    while i >= 0:
+        try:
+            h = F.unpack_frame_header(data, i)
+            floor = max(floor, h.first_seq + h.count)
+        except F.FrameHeaderError:
+            pass
+        i = data.find(F.FRAME_MAGIC, i + 1)
+    return floor
