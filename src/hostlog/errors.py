@@ -9,6 +9,7 @@
     │       └── WrongKeyError   the key id is there but is not the key the data was written with
     ├── SpoolFullError       retention cannot free space and on_full = "block"
     ├── SinkError            the spool writer did not take a batch: the agent stops
+    ├── ChunkError (ValueError)   a chunk that does not decode (hostlog.chunk)
     ├── FrameError (ValueError)   a frame that cannot be read (reported as damage)
     │   ├── FrameHeaderError      no intact frame header, or one that does not match the index
     │   ├── FrameAuthError        the frame does not authenticate (damaged or moved)
@@ -19,8 +20,6 @@
     ├── PriorityError (ValueError)     a -p value journalctl rejects
     └── ExportFormatError (ValueError) bytes that are not the Journal Export Format
 
-    ChunkError (ValueError)  (hostlog.record) a chunk that does not decode; record
-                             imports nothing from the rest of hostlog, so it stays there
     QueryWorkerError (RuntimeError)  (hostlog.query.parallel) a query worker's error, as text
 
 Damage inside a spool (a torn tail, a frame that fails its CRC or AEAD tag) is
@@ -113,3 +112,7 @@ class PriorityError(HostlogError, ValueError):
 
 class ExportFormatError(HostlogError, ValueError):
     """Bytes that are not the Journal Export Format (truncated or malformed)."""
+
+
+class ChunkError(HostlogError, ValueError):
+    """A chunk that does not decode: wrong version, wrong shape, bad msgpack."""

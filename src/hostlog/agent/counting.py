@@ -27,7 +27,7 @@ class CountingSink:
         if not len(batch):
             return
         if isinstance(batch, Columns):
-            self.metrics.count_batch(batch.columns[2][0], len(batch), batch.text_bytes())
+            self.metrics.count_batch(batch.source[0], len(batch), batch.text_bytes())
         else:
             self.metrics.count_batch(batch[0].source, len(batch), sum([len(r.msg) for r in batch]))
 

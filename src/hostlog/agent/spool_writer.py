@@ -494,7 +494,7 @@ def _fit(batch: Batch, start: int, most: int, room: int, *, alone: bool) -> tupl
     """How many rows from ``start`` (at most ``most``) fit in ``room`` bytes
     of message text, and their size. ``alone``: the frame is empty, so at
     least one row goes in, however big."""
-    msgs = (batch.columns[7][start:start + most] if isinstance(batch, Columns)
+    msgs = (batch.msg[start:start + most] if isinstance(batch, Columns)
             else list(map(_MSG, batch[start:start + most])))
     sizes = list(accumulate(map(len, msgs)))
     k = bisect_right(sizes, room)

@@ -148,7 +148,7 @@ def _batch_source(batch: Batch) -> str:
     if not len(batch):
         return ""
     if isinstance(batch, Columns):
-        return str(batch.columns[2][0])
+        return str(batch.source[0])
     return batch[0].source
 
 

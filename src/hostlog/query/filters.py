@@ -29,7 +29,7 @@ from operator import add
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from hostlog.query.columns import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
+from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
 from hostlog.query.journal_fields import ABSENT_FIELD, field_values
 from hostlog.query.priority import priority_matches
 from hostlog.record import Record

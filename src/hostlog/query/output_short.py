@@ -210,7 +210,7 @@ class ShortLayouts:
     def short_columns(self, cols, idx: list[int], verify: Callable[[Record], bool],
                       identity: bool) -> tuple[list[bytes], list[str | None], list[int]]:
         """The short lines of the records ``idx`` of a chunk, read from its
-        columns (hostlog.query.columns.FrameColumns) without building Records
+        columns (hostlog.chunk.FrameColumns) without building Records
         for the plain ones; the others (a raw or missing core field, a
         message that is not one printable line, ...) are built and go through
         ``verify`` and :meth:`format`. ``verify`` may only refuse records with
@@ -220,7 +220,7 @@ class ShortLayouts:
 
         Only for the short modes without colours (see :meth:`fast_path`).
         """
-        from hostlog.query.columns import APP, FIELDS, HOST, PID
+        from hostlog.chunk import APP, FIELDS, HOST, PID
 
         msgs, ts = cols.msgs(), cols.ts()
         hosts, apps, pids = cols.column(HOST), cols.column(APP), cols.column(PID)

@@ -6,9 +6,10 @@ import dataclasses
 import time
 from typing import BinaryIO, Callable, Iterator
 
-from hostlog.query.columns import FrameColumns
+from hostlog.chunk import FrameColumns
 from hostlog.query.filters import Query
-from hostlog.record import ChunkError, Record
+from hostlog.chunk import ChunkError
+from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.segment import Damage, SegmentReader

@@ -21,7 +21,8 @@ from typing import Iterator
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hostlog.errors import SpoolFormatError, WrongKeyError
-from hostlog.record import ChunkError, Record, decode_chunk
+from hostlog.chunk import ChunkError, decode_chunk
+from hostlog.record import Record
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, SegmentKeys, derive_segment_keys
 from hostlog.spool.state import fsync_dir

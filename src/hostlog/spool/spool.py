@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Sequence
 
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
-from hostlog.record import Columns, Record, encode_columns, record_columns
+from hostlog.chunk import encode_columns
+from hostlog.record import Columns, Record, record_columns
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, app_bloom_bits
 from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
@@ -249,10 +250,10 @@ class Spool:
         origin = self.agent_id
         if isinstance(records, Columns):
             columns = records.columns
-            origins, seqs = columns[9], columns[10]
+            origins, seqs = records.origin, records.seq
             if not any(origins):
-                columns[9] = [origin] * n
-                columns[10] = range(first, end)  # (encode_columns needs no delta pass)
+                records.origin = [origin] * n
+                records.seq = range(first, end)  # type: ignore[assignment]  # (encode_columns needs no delta pass)
             else:
                 for i, o in enumerate(origins):
                     if not o:

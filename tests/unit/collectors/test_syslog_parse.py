@@ -40,7 +40,8 @@ from hypothesis import strategies as st
 
 from hostlog.collectors.syslog_framing import TruncatedFrame
 from hostlog.collectors.syslog_parse import clear_time_caches, parse_message, parse_messages
-from hostlog.record import Record, decode_chunk, encode_chunk
+from hostlog.chunk import decode_chunk, encode_chunk
+from hostlog.record import Record
 
 CORPORA = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9  # fixed "now" for year inference

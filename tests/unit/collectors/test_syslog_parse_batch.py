@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from hostlog.collectors import syslog_parse, syslog_parse_batch
 from hostlog.collectors.syslog_framing import SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import parse_columns, parse_message, parse_messages
-from hostlog.record import Record, encode_chunk, encode_columns
+from hostlog.chunk import encode_chunk, encode_columns
+from hostlog.record import Record
 
 CORPORA = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hostlog.query.columns import FrameColumns
+from hostlog.chunk import FrameColumns
 from hostlog.query.filters import Query, _GrepScan, compile_grep, mangle_unit, parse_matches, unit_names
 from hostlog.query.journal_fields import journal_to_record
-from hostlog.record import ChunkError, Record, encode_chunk
+from hostlog.chunk import ChunkError, encode_chunk
+from hostlog.record import Record
 
 
 @pytest.mark.parametrize("name,mangled", [

@@ -36,7 +36,8 @@ from hostlog.query.journal_fields import (
     record_to_journal,
     to_entry,
 )
-from hostlog.record import Record, decode_chunk, encode_chunk
+from hostlog.chunk import decode_chunk, encode_chunk
+from hostlog.record import Record
 
 JOURNALD = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "journald"
 HOSTLOG_KEYS = {"__CURSOR", "_HOSTLOG_SOURCE", "_HOSTLOG_ORIGIN", "_HOSTLOG_SEQ"}

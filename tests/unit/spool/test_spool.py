@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hostlog.errors import KeyFileError, SpoolLockedError, WrongKeyError
-from hostlog.record import Columns, Record, decode_chunk
+from hostlog.chunk import decode_chunk
+from hostlog.record import Columns, Record
 from hostlog.spool import frame as F
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring, add_key, app_bloom_bits, create_key_file

@@ -1,7 +1,7 @@
 """A chunk read column by column: what a query looks at without building
 every Record.
 
-The chunk layout (version 1) is in docs/format.md; :func:`hostlog.record.decode_chunk`
+The chunk layout (version 1) is in docs/format.md; :func:`hostlog.chunk.decode_chunk`
 decodes all of it at once. A query usually needs a column or two to decide
 (time, severity, message) and whole records for a few: this class finds where
 the columns lie with msgpack's C skipper (only as far as it is asked to go),
@@ -16,9 +16,12 @@ from itertools import accumulate
 
 import msgpack
 
-from hostlog.record import CHUNK_VERSION, ChunkError, Record
+from hostlog.chunk.v1 import CHUNK_VERSION
+from hostlog.errors import ChunkError
+from hostlog.record import Record
 
-__all__ = ["FrameColumns"]
+__all__ = ["APP", "FACILITY", "FIELDS", "HOST", "MSG", "ORIGIN", "PID", "SEQ_BASE", "SEVERITY",
+           "SOURCE", "TS_DELTAS", "FrameColumns"]
 
 (_VERSION, _N, _STRINGS, _TS_BASE, TS_DELTAS, HOST, SOURCE, APP, PID, SEVERITY,
  FACILITY, MSG, FIELDS, ORIGIN, SEQ_BASE, SEQ_DELTAS) = range(16)

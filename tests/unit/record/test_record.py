@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.record import Columns, encode_columns, CHUNK_VERSION, ChunkError, Record, decode_chunk, encode_chunk
+from hostlog.chunk import CHUNK_VERSION, ChunkError, decode_chunk, encode_chunk, encode_columns
+
+from hostlog.record import Columns, Record
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 names = st.text(max_size=20)

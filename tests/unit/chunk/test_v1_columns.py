@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.query.columns import FIELDS, MSG, FrameColumns
+from hostlog.chunk import FIELDS, MSG, FrameColumns
 from hostlog.query.journal_fields import journal_to_record
 from hostlog.query.output import Formatter
 from hostlog.query.run import ColumnPick, Printer
-from hostlog.record import Record, decode_chunk, encode_chunk
+from hostlog.chunk import decode_chunk, encode_chunk
+from hostlog.record import Record
 
 BOOTS = ["11111111111111111111111111111111", "22222222222222222222222222222222"]
 texts = st.sampled_from(["ok", "disk full", "tab\there", "two\nlines", "\x1b[1mbold\x1b[0m",
