@@ -43,13 +43,21 @@
  * module accepts it reads exactly as the Python parser does
  * (tests/unit/collectors/test_syslog5424.py holds the two side by side).
  *
- * Pure: no I/O, no state kept between calls.
+ * recv_datagrams(fd, scratch, slot) is the one function here that does I/O:
+ * the datagram listeners' receive (see its comment below).
+ *
+ * No state kept between calls.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 /* --- a tiny cache of the last distinct tokens of a column --------------- */
 /* Hosts, apps and MSGIDs repeat within a batch: one str object each serves
@@ -639,6 +647,245 @@ give_up:
     Py_RETURN_NONE;
 }
 
+/* --- recv_datagrams ------------------------------------------------------------ */
+/* recv_datagrams(fd, scratch, slot) -> (groups, count, drops), or None
+ *
+ * One recvmmsg(2) of up to len(scratch) // slot datagrams (at most
+ * RECV_MAX) from the non-blocking datagram socket fd, each into its own slot
+ * of scratch (a writable buffer the caller keeps, so nothing is allocated
+ * per datagram; slot is the longest datagram taken whole: the kernel cuts a
+ * longer one, and it is reported as truncated).
+ *
+ * groups  [(peer, block, count, truncated), ...]: the datagrams by sender, each
+ *         sender's in arrival order, the senders in the order of their first
+ *         datagram (the collector parses a batch per sender).
+ *         peer: the sender's IP address as socket.recvfrom gives it (str,
+ *         inet_ntop's form), None for a sender of another family (unix).
+ *         block: the datagrams as RFC 6587 octet-counted frames, "LEN SP
+ *         DATAGRAM" back to back (bytes): what split_block(octet=True)
+ *         reads in place, and SyslogFramer.split_block splits. An empty
+ *         datagram is "0 ", which split_block leaves to the framer.
+ *         count: how many datagrams the block holds.
+ *         truncated: the indexes, in the block, of the datagrams cut at slot.
+ * count   how many datagrams were read (at least 1)
+ * drops   the socket's drop counter (SO_RXQ_OVFL: the kernel's cumulative
+ *         count, an unsigned 32-bit value) on the last datagram that carried
+ *         it, or -1 when none did (the kernel attaches it once it is nonzero,
+ *         and only with SO_RXQ_OVFL set on the socket)
+ *
+ * None: nothing to read (EAGAIN, or a signal came first). Any other error
+ * raises OSError. The GIL is kept: the call does not block, and handing the
+ * GIL to another thread (the spool writer's) for a syscall of microseconds
+ * can cost a whole switch interval before the loop reads again, while the
+ * receive buffer fills.
+ */
+
+#define RECV_MAX 1024
+
+typedef union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(uint32_t))];
+} Control;
+
+/* The part of a sender's address that names the sender for the collector:
+ * the IP address (not the port), or nothing (every other family is one
+ * sender, peer None). */
+typedef struct {
+    int family;  /* AF_INET, AF_INET6, or 0 */
+    unsigned char addr[16];
+} PeerKey;
+
+static void
+peer_key(const struct sockaddr_storage *a, socklen_t len, PeerKey *k)
+{
+    memset(k, 0, sizeof *k);
+    if (a->ss_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        k->family = AF_INET;
+        memcpy(k->addr, &((const struct sockaddr_in *)a)->sin_addr, 4);
+    } else if (a->ss_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        k->family = AF_INET6;
+        memcpy(k->addr, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+    }
+}
+
+static PyObject *
+peer_text(const PeerKey *k)
+{
+    char text[INET6_ADDRSTRLEN];
+    if (k->family == 0)
+        Py_RETURN_NONE;
+    if (inet_ntop(k->family, k->addr, text, sizeof text) == NULL)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyUnicode_FromString(text);
+}
+
+/* Digits of n in decimal. */
+static int
+decimal_len(size_t n)
+{
+    int d = 1;
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
+}
+
+/* n in decimal at out (no NUL); returns the end. */
+static char *
+put_decimal(char *out, size_t n)
+{
+    int d = decimal_len(n);
+    for (int k = d - 1; k >= 0; k--) {
+        out[k] = (char)('0' + n % 10);
+        n /= 10;
+    }
+    return out + d;
+}
+
+/* The datagrams of sender g (those i with group[i] == g) as
+ * (peer, block, count, truncated); NULL on an error. */
+static PyObject *
+recv_group(const PeerKey *key, int g, const int *group, Py_ssize_t count,
+           const struct mmsghdr *msgs)
+{
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (group[i] == g)
+            size += decimal_len(msgs[i].msg_len) + 1 + (Py_ssize_t)msgs[i].msg_len;
+    }
+    PyObject *peer = peer_text(key), *block = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *truncated = PyList_New(0);
+    if (peer == NULL || block == NULL || truncated == NULL)
+        goto fail;
+    char *out = PyBytes_AS_STRING(block);
+    Py_ssize_t index = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (group[i] != g)
+            continue;
+        size_t n = msgs[i].msg_len;
+        out = put_decimal(out, n);
+        *out++ = ' ';
+        memcpy(out, msgs[i].msg_hdr.msg_iov->iov_base, n);
+        out += n;
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            PyObject *at = PyLong_FromSsize_t(index);
+            if (at == NULL || PyList_Append(truncated, at) < 0) {
+                Py_XDECREF(at);
+                goto fail;
+            }
+            Py_DECREF(at);
+        }
+        index++;
+    }
+    PyObject *result = Py_BuildValue("(OOnO)", peer, block, index, truncated);
+    Py_DECREF(peer);
+    Py_DECREF(block);
+    Py_DECREF(truncated);
+    return result;
+fail:
+    Py_XDECREF(peer);
+    Py_XDECREF(block);
+    Py_XDECREF(truncated);
+    return NULL;
+}
+
+static PyObject *
+recv_datagrams(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    int fd;
+    Py_buffer scratch;
+    Py_ssize_t slot;
+    if (!PyArg_ParseTuple(args, "iw*n:recv_datagrams", &fd, &scratch, &slot))
+        return NULL;
+    PyObject *result = NULL;
+    struct mmsghdr *msgs = NULL;
+    struct iovec *iovs = NULL;
+    struct sockaddr_storage *addrs = NULL;
+    Control *controls = NULL;
+    PeerKey *keys = NULL;
+    int *group = NULL;
+    PyObject *groups = NULL;
+    Py_ssize_t vlen = slot > 0 ? scratch.len / slot : 0;
+    if (vlen < 1 || slot > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "recv_datagrams: scratch must hold at least one slot");
+        goto done;
+    }
+    if (vlen > RECV_MAX)
+        vlen = RECV_MAX;
+    msgs = PyMem_Calloc((size_t)vlen, sizeof *msgs);
+    iovs = PyMem_Malloc((size_t)vlen * sizeof *iovs);
+    addrs = PyMem_Malloc((size_t)vlen * sizeof *addrs);
+    controls = PyMem_Malloc((size_t)vlen * sizeof *controls);
+    keys = PyMem_Malloc((size_t)vlen * sizeof *keys);
+    group = PyMem_Malloc((size_t)vlen * sizeof *group);
+    if (!msgs || !iovs || !addrs || !controls || !keys || !group) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < vlen; i++) {
+        iovs[i].iov_base = (char *)scratch.buf + i * slot;
+        iovs[i].iov_len = (size_t)slot;
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &addrs[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        msgs[i].msg_hdr.msg_control = controls[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
+    }
+    int got = recvmmsg(fd, msgs, (unsigned int)vlen, MSG_DONTWAIT, NULL);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            result = Py_None;
+            Py_INCREF(result);
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        goto done;
+    }
+    long long drops = -1;
+    int distinct = 0;
+    for (int i = 0; i < got; i++) {
+        struct msghdr *h = &msgs[i].msg_hdr;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL
+                    && c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+                uint32_t v;
+                memcpy(&v, CMSG_DATA(c), sizeof v);
+                drops = v;
+            }
+        }
+        PeerKey k;
+        peer_key(&addrs[i], h->msg_namelen, &k);
+        int g = 0;
+        while (g < distinct && memcmp(&keys[g], &k, sizeof k) != 0)
+            g++;
+        if (g == distinct)
+            keys[distinct++] = k;
+        group[i] = g;
+    }
+    groups = PyList_New(distinct);
+    if (groups == NULL)
+        goto done;
+    for (int g = 0; g < distinct; g++) {
+        PyObject *item = recv_group(&keys[g], g, group, got, msgs);
+        if (item == NULL)
+            goto done;
+        PyList_SET_ITEM(groups, g, item);
+    }
+    result = Py_BuildValue("(OiL)", groups, got, drops);
+done:
+    Py_XDECREF(groups);
+    PyMem_Free(msgs);
+    PyMem_Free(iovs);
+    PyMem_Free(addrs);
+    PyMem_Free(controls);
+    PyMem_Free(keys);
+    PyMem_Free(group);
+    PyBuffer_Release(&scratch);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(frames, received_ns, default_host) -> (ts, host, app, pid, severity, facility, "
@@ -649,6 +896,9 @@ static PyMethodDef methods[] = {
     {"octet_prefix", octet_prefix, METH_VARARGS,
      "octet_prefix(data, start, max_message) -> the end of the whole octet-counted frames "
      "of at most max_message octets from start on."},
+    {"recv_datagrams", recv_datagrams, METH_VARARGS,
+     "recv_datagrams(fd, scratch, slot) -> ([(peer, block, count, truncated), ...], count, drops) "
+     "or None: one recvmmsg() from a datagram socket; see the module source."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -661,5 +911,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__syslog5424(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the socket option recv_datagrams reads, for the collector to set
+     * (the socket module does not name it) */
+    if (m != NULL && PyModule_AddIntConstant(m, "SO_RXQ_OVFL", SO_RXQ_OVFL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -4,9 +4,13 @@ The I/O half only. Framing (RFC 6587) and parsing (RFC 5424 / RFC 3164) are
 the sans-IO modules ``syslog_framing`` and ``syslog_parse``; this module feeds
 them bytes and hands what they return to the sink as batches:
 
-* UDP and unix datagrams: every datagram received during one turn of the
-  event loop is parsed as one batch. A full sink drops the batch and counts it
-  (a datagram sender cannot be slowed down).
+* UDP and unix datagrams: read in batches (``recvmmsg`` in the compiled
+  helper, see ``syslog_datagram``), each sender's datagrams of one wake-up
+  as one block of octet-counted frames that ``parse_block`` reads in place,
+  and handed on as one batch. A datagram sender cannot be slowed down: a
+  full sink drops the batch, and the kernel drops what the receive buffer
+  cannot hold; both are counted (``<source>.dropped``) and said once a
+  second in a notice record.
 * TCP: every ``data_received`` is framed and parsed as one batch (runs of
   whole frames come from the framer as one block, read in place by
   ``parse_block``); when the sink is full the transport stops reading until
@@ -30,7 +34,13 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
-from hostlog.collectors.syslog_framing import LineBlock, OctetBlock, SyslogFramer
+from hostlog.collectors.syslog_datagram import DatagramReceiver, Group, by_sender
+from hostlog.collectors.syslog_framing import (
+    LineBlock,
+    OctetBlock,
+    SyslogFramer,
+    TruncatedFrame,
+)
 from hostlog.collectors.syslog_parse import parse_block, parse_columns
 from hostlog.errors import SinkError
 from hostlog.record import Columns, Record
@@ -38,30 +48,6 @@ from hostlog.record import Columns, Record
 log = logging.getLogger("hostlog.syslog")
 
 UDP_RCVBUF = 4 << 20  # rsyslog loses 30% of a burst with the default 208 KiB
-
-
-class _DatagramBatcher(asyncio.DatagramProtocol):
-    def __init__(self, collector: SyslogCollector, label: str) -> None:
-        self.collector = collector
-        self.label = label
-        self.pending: list[tuple[bytes, str | None]] = []
-        self.scheduled = False
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        peer = addr[0] if isinstance(addr, tuple) and addr else None
-        self.pending.append((data, peer))
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        if pending:
-            self.collector.deliver_datagrams(pending)
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("%s: receive error: %s", self.label, exc)
 
 
 class _StreamReceiver(asyncio.Protocol):
@@ -155,7 +141,11 @@ class SyslogCollector:
         self.max_message: int = getattr(config, "max_message", 65536)
         self.app_default: str | None = getattr(config, "app", None)
         self.servers: list[asyncio.AbstractServer] = []
-        self.transports: list[asyncio.BaseTransport] = []
+        self.datagram_receivers: list[DatagramReceiver] = []
+        self.drops_task: asyncio.Task[None] | None = None
+        # messages of each datagram listener (by label) dropped because the
+        # sink was full, not yet said in a notice
+        self.sink_dropped: dict[str, int] = {}
         self.connections: set[_StreamReceiver] = set()
         self.unix_paths: list[Path] = []
 
@@ -236,16 +226,100 @@ class SyslogCollector:
             if notices:
                 self.context.sink.write_nowait(notices)
 
-    def deliver_datagrams(self, datagrams: list[tuple[bytes, str | None]]) -> None:
-        by_peer: dict[str | None, list[bytes]] = {}
-        for data, peer in datagrams:
-            by_peer.setdefault(peer, []).append(data)
-        batches = [self.parse(raws, peer) for peer, raws in by_peer.items()]
-        batch = batches[0]
-        for more in batches[1:]:
-            batch.extend(more)
-        if not self.context.sink.write_nowait(batch):
+    def deliver_datagrams(self, groups: list[Group], receiver: DatagramReceiver) -> None:
+        """What a datagram listener read in one wake-up (see
+        ``syslog_datagram.Group``): parsed per sender, handed to the sink as
+        one batch; dropped and counted when the sink has no room."""
+        batch: Columns | None = None
+        for peer, block, _, truncated in by_sender(groups):
+            try:
+                more = self.parse_datagrams(block, truncated, peer, receiver.slot)
+            except Exception as exc:  # a parser bug: keep every datagram unparsed
+                self.context.error(self.name, "parse", exc)
+                more = self._unparsed_datagrams(block, exc, peer)
+            if batch is None:
+                batch = more
+            else:
+                batch.extend(more)
+        if not batch:
+            return
+        try:
+            taken = self.context.sink.write_nowait(batch)
+        except SinkError:  # reported, and the agent is stopping with a failure: read no more
+            receiver.pause()
+            return
+        if not taken:
             self.context.count(f"{self.name}.dropped", len(batch))
+            label = receiver.label
+            self.sink_dropped[label] = self.sink_dropped.get(label, 0) + len(batch)
+
+    def parse_datagrams(self, block: bytes, truncated: list[int], peer: str | None,
+                        max_message: int) -> Columns:
+        """One sender's datagrams (an octet-counted block) as one batch: read
+        in place by the compiled splitter where it can, else frame by frame."""
+        now, host = time.time_ns(), self.context.hostname
+        batch = None
+        if not truncated:
+            batch = parse_block(OctetBlock(block), received_ns=now, default_host=host,
+                                peer=peer, max_message=max_message)
+        if batch is None:
+            frames = SyslogFramer(max_message).split_block(OctetBlock(block))
+            for i in truncated:  # the kernel cut it at max_message
+                frames[i] = TruncatedFrame(frames[i])
+            batch = parse_columns(frames, received_ns=now, default_host=host, peer=peer)
+        return self._admit(batch, peer)
+
+    def _unparsed_datagrams(self, block: bytes, exc: Exception, peer: str | None) -> Columns:
+        """Each datagram of a block as a record with a parse error."""
+        try:
+            frames = SyslogFramer(max(1, len(block))).split_block(OctetBlock(block))
+        except Exception:  # (the block's form is ours: this is not expected to fail)
+            frames = [block]
+        batch = self.unparsed(frames[0], exc, peer) if frames else Columns.of([])
+        for frame in frames[1:]:
+            batch.extend(self.unparsed(frame, exc, peer))
+        return batch
+
+    async def _report_dropped(self) -> None:
+        """Once a second, one record per datagram listener that lost
+        datagrams: to the kernel (the receive buffer was full) or to a full
+        sink. A notice the sink cannot take yet is said again later."""
+        async def every_second() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                self._notice_dropped()
+
+        await self.context.guard(self.name, "drop_notice", every_second())
+
+    def _notice_dropped(self) -> None:
+        notices = []
+        said: list[tuple[DatagramReceiver, int, int]] = []
+        for receiver in self.datagram_receivers:
+            receiver.poll_drops()
+            kernel, full = receiver.unreported, self.sink_dropped.get(receiver.label, 0)
+            if kernel:
+                notices.append(self.context.notice(
+                    "hostlog", f"Dropped {kernel} datagrams on {receiver.label} (syslog source "
+                               f"{self.name}): the socket's receive buffer was full",
+                    severity=4, dropped=str(kernel), listen=receiver.label, reason="kernel"))
+            if full:
+                notices.append(self.context.notice(
+                    "hostlog", f"Dropped {full} messages on {receiver.label} (syslog source "
+                               f"{self.name}): the spool was full",
+                    severity=4, dropped=str(full), listen=receiver.label, reason="spool_full"))
+            if kernel or full:
+                said.append((receiver, kernel, full))
+        if not notices:
+            return
+        try:
+            taken = self.context.sink.write_nowait(Columns.of(notices))
+        except SinkError:  # reported, and the agent is stopping with a failure
+            return
+        if taken:
+            for receiver, kernel, full in said:
+                receiver.unreported -= kernel
+                if full:
+                    self.sink_dropped[receiver.label] -= full
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -257,9 +331,7 @@ class SyslogCollector:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
                 sock.bind((ep.host, ep.port))
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda label=label: _DatagramBatcher(self, label), sock=sock)
-                self.transports.append(transport)
+                self._listen_datagrams(sock, label)
             elif ep.scheme in ("tcp", "tls"):
                 ssl_context = self._ssl_context(label) if ep.scheme == "tls" else None
                 server = await loop.create_server(lambda: _StreamReceiver(self), ep.host,
@@ -278,15 +350,21 @@ class SyslogCollector:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
                 sock.bind(str(path))
                 os.chmod(path, 0o666)  # like /dev/log: every local process may log
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda label=label: _DatagramBatcher(self, label), sock=sock)
-                self.transports.append(transport)
+                self._listen_datagrams(sock, label)
                 self.unix_paths.append(path)
             else:
                 raise ValueError(f"{label}: transport {ep.scheme!r} is not supported yet")
             log.info("%s: listening", label)
         if self.limiter is not None:
             self.report_task = asyncio.get_running_loop().create_task(self._report_suppressed())
+        if self.datagram_receivers:
+            self.drops_task = loop.create_task(self._report_dropped())
+
+    def _listen_datagrams(self, sock: socket.socket, label: str) -> None:
+        receiver = DatagramReceiver(sock, label, self.name, self.max_message, self.context,
+                                    self.deliver_datagrams)
+        receiver.start()
+        self.datagram_receivers.append(receiver)
 
     @staticmethod
     def _unix_path(name: str) -> Path:
@@ -321,13 +399,21 @@ class SyslogCollector:
                 conn.transport.close()
         for server in self.servers:
             await server.wait_closed()
-        for transport in self.transports:
-            for proto in [transport.get_protocol()]:
-                if isinstance(proto, _DatagramBatcher):
-                    proto.flush()
-            transport.close()
+        if self.drops_task is not None:
+            self.drops_task.cancel()
+            await asyncio.gather(self.drops_task, return_exceptions=True)
+            self.drops_task = None
+        for receiver in self.datagram_receivers:
+            # what the socket already holds is taken, not left to be lost
+            if receiver.reading:
+                receiver.pause()
+                receiver.on_readable()
+        if self.datagram_receivers:
+            self._notice_dropped()  # (drops seen since the last notice)
+        for receiver in self.datagram_receivers:
+            receiver.close()
         for path in self.unix_paths:
             path.unlink(missing_ok=True)
         self.servers.clear()
-        self.transports.clear()
+        self.datagram_receivers.clear()
         self.unix_paths.clear()

@@ -1,4 +1,5 @@
-"""The compiled RFC 5424 splitter reads what it takes exactly as parse_message does.
+"""The compiled RFC 5424 splitter reads what it takes exactly as parse_message does;
+its datagram read (recvmmsg) gives what the Python read gives.
 
 ``_syslog5424.split`` takes the common RFC 5424 shape straight into columns
 and leaves every other frame (its index in ``redo``) to the Python parser.
@@ -11,15 +12,24 @@ one (the edge of what it accepts).
 from __future__ import annotations
 
 import calendar
+import select
+import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors import syslog_parse_batch
+from hostlog.collectors import syslog_datagram, syslog_parse_batch
+from hostlog.collectors.syslog_datagram import (
+    SO_RXQ_OVFL,
+    by_sender,
+    kernel_drops,
+    recv_datagrams_py,
+)
 from hostlog.collectors.syslog_framing import OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog_parse import parse_block, parse_columns, parse_message
-from hostlog.record import encode_chunk, encode_columns
+from hostlog.chunk import encode_chunk, encode_columns
 from tests.conftest import need
 from tests.unit.collectors.test_syslog_parse_batch import LINES_5424, line_5424
 
@@ -275,3 +285,163 @@ def test_any_block_never_raises(block: bytes, max_message: int) -> None:
 @given(st.lists(st.one_of(line_5424(), one_edit_away()).filter(bool), max_size=30))
 def test_octet_counted_blocks_read_as_the_framer_and_parse_message_read_them(frames) -> None:
     assert assert_block_matches(counted([f for frame in frames for f in (GOOD, frame)]))
+
+
+# --- recv_datagrams: the datagram listeners' read (real sockets, loopback) -------------
+
+@pytest.fixture(scope="module")
+def recv():
+    need(syslog_datagram._syslog5424 is not None,
+         "hostlog.collectors._syslog5424 (the package built with a C compiler)")
+    return syslog_datagram._syslog5424.recv_datagrams
+
+
+def listener(family: int = socket.AF_INET, host: str = "127.0.0.1",
+             rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    return sock
+
+
+def sender(host: str = "127.0.0.1", family: int = socket.AF_INET) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+def read_all(read, sock: socket.socket, want: int) -> tuple[list, int]:
+    """Call read() until `want` datagrams came (bounded: 200 tries, 1 s each):
+    every group, merged per sender, and the last drop counter seen."""
+    groups, total, drops = [], 0, -1
+    for _ in range(200):
+        if total >= want:
+            break
+        select.select([sock], [], [], 1.0)
+        got = read()
+        if got is None:
+            continue
+        more, count, d = got
+        assert count == sum(g[2] for g in more)
+        groups += more
+        total += count
+        drops = max(drops, d)
+    assert total == want
+    return by_sender(groups), drops
+
+
+def frames_of(block: bytes) -> list[bytes]:
+    return SyslogFramer(max(1, len(block))).split_block(OctetBlock(block))
+
+
+def test_recv_datagrams_reads_every_datagram_by_sender_in_order(recv) -> None:
+    rx = listener()
+    a, b = sender("127.0.0.1"), sender("127.0.0.2")
+    scratch = bytearray(64 * 512)
+    with rx, a, b:
+        assert recv(rx.fileno(), scratch, 512) is None  # nothing waiting
+        sent: dict[str, list[bytes]] = {"127.0.0.1": [], "127.0.0.2": []}
+        for i in range(150):  # more than one call's 64 slots
+            s, peer = (a, "127.0.0.1") if i % 3 else (b, "127.0.0.2")
+            data = b"<13>1 - h app - - - message %d" % i + b"x" * (i % 7)
+            s.sendto(data, rx.getsockname())
+            sent[peer].append(data)
+        groups, drops = read_all(lambda: recv(rx.fileno(), scratch, 512), rx, 150)
+    assert [g[0] for g in groups] == ["127.0.0.2", "127.0.0.1"]  # (the first came from .2)
+    for peer, block, count, truncated in groups:
+        assert frames_of(block) == sent[peer]
+        assert count == len(sent[peer])
+        assert truncated == []
+    assert drops == -1  # nothing dropped: the kernel attached no counter
+
+
+def test_recv_datagrams_cuts_at_the_slot_and_keeps_empty_datagrams(recv) -> None:
+    rx, tx = listener(), sender()
+    with rx, tx:
+        for data in (b"", b"y" * 100, b"ok", b"z" * 50):
+            tx.sendto(data, rx.getsockname())
+        ((peer, block, count, truncated),), _ = read_all(
+            lambda: recv(rx.fileno(), bytearray(8 * 50), 50), rx, 4)
+    assert peer == "127.0.0.1" and count == 4
+    assert block.startswith(b"0 50 yyy")
+    assert frames_of(block) == [b"", b"y" * 50, b"ok", b"z" * 50]
+    assert truncated == [1]  # the one longer than the slot, not the one that fills it
+
+
+def test_recv_datagrams_ipv6_and_unix_peers(recv, tmp_path) -> None:
+    need(socket.has_ipv6 and Path("/proc/net/if_inet6").exists(), "IPv6 on the loopback")
+    rx6, tx6 = listener(socket.AF_INET6, "::1"), sender("::1", socket.AF_INET6)
+    with rx6, tx6:
+        tx6.sendto(b"six", rx6.getsockname())
+        ((peer, block, _, _),), _ = read_all(lambda: recv(rx6.fileno(), bytearray(4096), 1024),
+                                             rx6, 1)
+    assert (peer, block) == ("::1", b"3 six")
+    path = str(tmp_path / "dev-log")
+    rxu = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    txu = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with rxu, txu:
+        rxu.bind(path)
+        rxu.setblocking(False)
+        rxu.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)  # accepted on unix sockets too
+        txu.sendto(b"<13>local", path)
+        ((peer, block, _, _),), _ = read_all(lambda: recv(rxu.fileno(), bytearray(4096), 1024),
+                                             rxu, 1)
+    assert (peer, block) == (None, b"9 <13>local")
+
+
+@pytest.mark.parametrize("path", ["compiled", "python"])
+def test_recv_datagrams_reports_the_kernel_drop_counter(recv, path) -> None:
+    """A small receive buffer, nothing read while 300 datagrams come: the
+    kernel drops most; the next datagram queued carries the socket's drop
+    count (SO_RXQ_OVFL), the same one SO_MEMINFO reads."""
+    rx, tx = listener(rcvbuf=4096), sender()
+    if path == "python":
+        def recv(fd, scratch, slot):
+            return recv_datagrams_py(rx, slot, len(scratch) // slot)
+    with rx, tx:
+        for i in range(300):  # (under the loopback's backlog of 1000: drops happen at the socket)
+            tx.sendto(b"<13>1 - h app - - - flood %d " % i + b"f" * 100, rx.getsockname())
+        dropped = kernel_drops(rx)
+        assert dropped is not None and 0 < dropped < 300
+        queued = 300 - dropped
+        _, first = read_all(lambda: recv(rx.fileno(), bytearray(64 * 256), 256), rx, queued)
+        tx.sendto(b"after", rx.getsockname())
+        (group,), last = read_all(lambda: recv(rx.fileno(), bytearray(64 * 256), 256), rx, 1)
+    assert first < dropped  # queued before the drops: the counter they carry is older
+    assert last == dropped
+    assert group[1] == b"5 after"
+
+
+DATAGRAMS = st.lists(st.tuples(st.sampled_from([0, 1]),
+                               st.one_of(line_5424(), st.binary(max_size=200))),
+                     max_size=40)
+
+
+@pytest.fixture(scope="module")
+def sockets():
+    socks = [listener(), listener(), sender("127.0.0.1"), sender("127.0.0.2")]
+    yield socks
+    for s in socks:
+        s.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(DATAGRAMS, st.sampled_from([3, 64]), st.sampled_from([64, 128, 1024]))
+def test_compiled_and_python_reads_give_the_same(recv, sockets, datagrams, slots, slot) -> None:
+    """The same datagrams to two sockets, one read by recvmmsg in C, the
+    other by recvmsg in Python: the same groups, blocks, counts and cuts."""
+    rx_c, rx_py, tx0, tx1 = sockets
+    for rx in (rx_c, rx_py):
+        for who, data in datagrams:
+            (tx0, tx1)[who].sendto(data, rx.getsockname())
+    scratch = bytearray(slots * slot)
+    got_c, _ = read_all(lambda: recv(rx_c.fileno(), scratch, slot), rx_c, len(datagrams))
+    got_py, _ = read_all(lambda: recv_datagrams_py(rx_py, slot, slots), rx_py, len(datagrams))
+    assert got_c == got_py
+    for peer, block, count, truncated in got_c:
+        want = [d for who, d in datagrams if ("127.0.0.1", "127.0.0.2")[who] == peer]
+        assert frames_of(block) == [d[:slot] for d in want]
+        assert truncated == [i for i, d in enumerate(want) if len(d) > slot]
