@@ -1,20 +1,35 @@
-"""Supervised apps: lines/s captured from one chatty child, agent RSS per app.
+"""Supervised apps: one app writing as fast as it can, many quiet apps, latency, RSS.
 
-    .venv/bin/python bench/apps.py [--lines 1000000] [--runs 5] [--apps 50] [--no-record]
+    .venv/bin/python bench/apps.py [--runs 5] [--no-record]
+        [--only burst,quiet,latency,rss] [--lines 1000000] [--line-bytes 150]
+        [--write-bytes 60000] [--apps 20] [--rate 100] [--seconds 12]
 
-1. Capture: one child writes ``--lines`` lines of 100 bytes (loghub Linux
-   lines, padded) as fast as it can, in 64 KiB writes; the supervisor reads
-   the pipe, splits lines and hands batches to the agent's spool writer
-   (fsync = "batch", 50 ms). Timed from the start of the app until the spool
-   holds every line; median of ``--runs`` runs. The same with a sink that
-   drops the batches gives the capture cost alone. CPU is the agent process's
-   (user + system) per line.
-2. RSS: a fresh process sets up what the agent sets up (spool, writer,
-   supervisor) with 0 and with ``--apps`` apps (each prints a line, then
-   sleeps), waits until all run, and reports its RSS. Budget: < 1 MiB per app.
+1. burst: one child writes ``--lines`` lines of ``--line-bytes`` bytes (loghub
+   Linux lines, padded) as fast as it can, in writes of ``--write-bytes``;
+   the supervisor reads the pipe, splits lines and hands batches to the
+   agent's spool writer (fsync = "batch", 50 ms). Timed from the start of
+   the app until the spool holds every line, durable; median of ``--runs``
+   runs. The same with a sink that drops the batches gives the capture cost
+   alone. CPU is the agent process's (user + system: loop and writer
+   threads; the child is another process) per line.
+2. quiet: ``--apps`` children print ``--rate`` short lines per second each
+   (one write per line, as a program that flushes every line does) for
+   ``--seconds``, into the spool as in 1. Reported: the agent's CPU per line,
+   records per frame, and the spool's size beside the text it holds; and the
+   agent's CPU per line into a sink that drops (capture alone), counted over
+   the steady part of the run (from 1.5 s after the start to 1.5 s before
+   the end).
+3. latency: one child prints 500 lines/s for 5 s, each carrying the child's
+   clock (``time.time_ns()``) just before its write; capture latency is the
+   record's receive time (its ``ts``) minus that; "durable" is the time the
+   spool writer reported the line durable minus that. Median and p99.
+4. rss: a fresh process sets up what the agent sets up (spool, writer,
+   supervisor) with 0 and with 50 apps (each prints a line, then sleeps),
+   waits until all run, and reports its RSS. Budget: < 1 MiB per app.
 
-Prints a Markdown section and writes it to bench/RESULTS.md under
-"## supervised apps" (that section only; the others are kept).
+Prints a Markdown section; with ``--record`` it replaces the "## supervised
+apps" section of bench/RESULTS.md under a heading of its own
+(``--heading``), leaving every other section alone.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -38,6 +54,7 @@ from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process import ProcessSupervisor
 from hostlog.config import App
+from hostlog.record import Columns
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 
@@ -45,28 +62,43 @@ HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[0].parent / "shared" / "corpora" / "loghub" / "Linux_2k.log"
 HEADING = "## supervised apps"
 
-# The child: pre-built 64 KiB blocks of 100-byte lines, written as fast as the pipe takes them.
+# The chatty child: pre-built blocks of lines, written as fast as the pipe takes them.
 CHATTY = r"""
 import os, sys
-lines, total = sys.argv[1].encode().split(b"\n"), int(sys.argv[2])
+lines, total, per_block = sys.argv[1].encode().split(b"\n"), int(sys.argv[2]), int(sys.argv[3])
 def write(data):
     view = memoryview(data)
     while view:
         view = view[os.write(1, view):]
-per_block = 655
 block = b"".join(lines[i % len(lines)] + b"\n" for i in range(per_block))
 for _ in range(total // per_block):
     write(block)
 write(b"".join(lines[i % len(lines)] + b"\n" for i in range(total % per_block)))
 """
 
+# A quiet child: ``rate`` lines/s on a fixed schedule, one write(2) per line,
+# each line starting with the child's clock just before the write.
+PACED = r"""
+import os, sys, time
+lines, rate, seconds = sys.argv[1].split("\n"), float(sys.argv[2]), float(sys.argv[3])
+n = int(rate * seconds)
+start = time.monotonic() + 0.2
+for i in range(n):
+    delay = start + i / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    os.write(1, f"{time.time_ns()} {lines[i % len(lines)]}\n".encode())
+"""
 
-def sample_lines() -> str:
+
+def sample_lines(width: int) -> list[str]:
+    """Real lines cut or padded to ``width`` characters (the newline makes one more byte)."""
     try:
         raw = CORPUS.read_text(errors="replace").splitlines()[:200]
-    except OSError:  # without the corpus: synthetic lines of the same size
-        raw = [f"Jun 14 15:16:01 combo sshd(pam_unix)[{19939 + i}]: authentication failure" for i in range(200)]
-    return "\n".join((line[:99]).ljust(99, ".") for line in raw)
+    except OSError:  # without the corpus: synthetic lines of the same kind
+        raw = [f"Jun 14 15:16:01 combo sshd(pam_unix)[{19939 + i}]: authentication failure"
+               for i in range(200)]
+    return [line[:width].ljust(width, ".") for line in raw]
 
 
 class NullSink:
@@ -81,41 +113,96 @@ class NullSink:
     async def wait_room(self) -> None:
         return None
 
-    async def write(self, batch, on_durable=None) -> None:
+    async def write(self, batch: Any, on_durable: Any = None) -> None:
         self.submit(batch)
 
-    def submit(self, batch, on_durable=None) -> None:
+    def submit(self, batch: Any, on_durable: Any = None) -> None:
         self.records += len(batch)
 
-    def write_nowait(self, batch, on_durable=None) -> bool:
+    def write_nowait(self, batch: Any, on_durable: Any = None) -> bool:
         self.submit(batch)
         return True
 
 
-async def capture_once(lines: int, into_spool: bool) -> tuple[float, float]:
+class TimingSink:
+    """The spool writer, noting per captured line its ts and when it became durable."""
+
+    def __init__(self, inner: SpoolWriter) -> None:
+        self.inner = inner
+        self.rows: list[tuple[Any, int]] = []  # (msg, ts)
+        self.durable_at: list[tuple[int, int]] = []  # (rows so far, time durable)
+
+    def has_room(self) -> bool:
+        return self.inner.has_room()
+
+    async def wait_room(self) -> None:
+        await self.inner.wait_room()
+
+    def _note(self, batch: Any) -> Any:
+        # (from the columns: a Record per row here would cost the agent's CPU)
+        if isinstance(batch, Columns):
+            self.rows += zip(batch.columns[7], batch.columns[0])
+        else:
+            self.rows += [(r.msg, r.ts) for r in batch]
+        end = len(self.rows)
+        return lambda seq: self.durable_at.append((end, time.time_ns()))
+
+    async def write(self, batch: Any, on_durable: Any = None) -> None:
+        cb = self._note(batch)
+        await self.inner.write(batch, _both(on_durable, cb))
+
+    def submit(self, batch: Any, on_durable: Any = None) -> None:
+        cb = self._note(batch)
+        self.inner.submit(batch, _both(on_durable, cb))
+
+    def write_nowait(self, batch: Any, on_durable: Any = None) -> bool:
+        cb = self._note(batch)
+        return self.inner.write_nowait(batch, _both(on_durable, cb))
+
+
+def _both(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return lambda seq: (a(seq), b(seq))
+
+
+def open_writer(tmp: Path) -> tuple[Spool, SpoolWriter]:
+    spool = Spool.open(tmp / "spool", Keyring.load_or_create(tmp / "spool.key"))
+    writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
+    writer.start()
+    return spool, writer
+
+
+def spool_bytes(tmp: Path) -> int:
+    return sum(p.stat().st_size for p in (tmp / "spool" / "segments").iterdir())
+
+
+async def burst_once(lines: int, line_bytes: int, write_bytes: int,
+                     into_spool: bool) -> tuple[float, float]:
     """(seconds, agent CPU seconds) for ``lines`` lines from one child."""
     with tempfile.TemporaryDirectory(prefix="hostlog-bench-") as tmp:
         tmp_path = Path(tmp)
         spool = writer = None
         if into_spool:
-            spool = Spool.open(tmp_path / "spool", Keyring.load_or_create(tmp_path / "spool.key"))
-            writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
-            writer.start()
-            sink = writer
+            spool, writer = open_writer(tmp_path)
+            sink: Any = writer
         else:
             sink = NullSink()
         context = CollectorContext("bench", sink, checkpoints=None)
-        app = App(name="chatty", command=[sys.executable, "-c", CHATTY, sample_lines(), str(lines)],
-                  restart="never")
+        text = "\n".join(sample_lines(line_bytes - 1))
+        per_write = max(1, write_bytes // line_bytes)
+        app = App(name="chatty", restart="never",
+                  command=[sys.executable, "-c", CHATTY, text, str(lines), str(per_write)])
         sup = ProcessSupervisor([app], context)
+        gc.collect()
         cpu0, t0 = time.process_time(), time.perf_counter()
         await sup.start()
         await sup.wait_until(lambda: sup.states()["chatty"] == "EXITED", 600)
-        if into_spool:
+        if writer is not None:
             await writer.flush()
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         await sup.stop()
-        if into_spool:
+        if writer is not None:
             captured = writer.stats.records
             await writer.stop()
             spool.close()
@@ -123,6 +210,70 @@ async def capture_once(lines: int, into_spool: bool) -> tuple[float, float]:
             captured = sink.records
         assert captured == lines + 2, f"{captured - 2} of {lines} lines (+ started, exited)"
         return elapsed, cpu
+
+
+async def paced_once(apps: int, rate: float, seconds: float, width: int) -> dict[str, Any]:
+    """``apps`` children at ``rate`` lines/s each into a real spool."""
+    with tempfile.TemporaryDirectory(prefix="hostlog-bench-") as tmp:
+        tmp_path = Path(tmp)
+        spool, writer = open_writer(tmp_path)
+        sink = TimingSink(writer)
+        context = CollectorContext("bench", sink, checkpoints=None)
+        text = "\n".join(sample_lines(width))
+        sup = ProcessSupervisor([App(name=f"app{i}", restart="never",
+                                     command=[sys.executable, "-c", PACED, text, str(rate), str(seconds)])
+                                 for i in range(apps)], context)
+        gc.collect()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await sup.start()
+        await sup.wait_until(lambda: all(s == "EXITED" for s in sup.states().values()),
+                             seconds + 120)
+        await writer.flush()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        await sup.stop()
+        stats = writer.stats
+        await writer.stop()
+        spool.close()
+        lines = [(msg, ts) for msg, ts in sink.rows if isinstance(msg, str) and msg[:1].isdigit()]
+        expected = apps * int(rate * seconds)
+        assert len(lines) == expected, f"{len(lines)} of {expected} lines"
+        text_bytes = sum(len(msg) for msg, _ in lines)
+        capture = sorted(ts - int(msg.split(" ", 1)[0]) for msg, ts in lines)
+        # durable: each row's time from the first durable report covering it
+        durable = []
+        done = sorted(sink.durable_at)
+        j = 0
+        for i, (msg, _) in enumerate(sink.rows):
+            while done[j][0] <= i:
+                j += 1
+            if isinstance(msg, str) and msg[:1].isdigit():
+                durable.append(done[j][1] - int(msg.split(" ", 1)[0]))
+        durable.sort()
+        return {"elapsed": elapsed, "cpu": cpu, "lines": len(lines), "records": stats.records,
+                "frames": stats.frames, "text": text_bytes, "disk": spool_bytes(tmp_path),
+                "capture": capture, "durable": durable}
+
+
+async def paced_capture_only(apps: int, rate: float, seconds: float, width: int) -> float:
+    """Agent CPU per line of ``apps`` paced children into a sink that drops,
+    over a steady-state window (after the start, before the end)."""
+    sink = NullSink()
+    context = CollectorContext("bench", sink, checkpoints=None)
+    text = "\n".join(sample_lines(width))
+    sup = ProcessSupervisor([App(name=f"app{i}", restart="never",
+                                 command=[sys.executable, "-c", PACED, text, str(rate), str(seconds)])
+                             for i in range(apps)], context)
+    await sup.start()
+    await asyncio.sleep(1.5)
+    cpu0, n0 = time.process_time(), sink.records
+    await asyncio.sleep(seconds - 3)
+    cpu, n = time.process_time() - cpu0, sink.records - n0
+    await sup.stop()
+    return cpu / max(1, n)
+
+
+def pct(values: list[int], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def rss_child(apps: int) -> None:
@@ -159,10 +310,16 @@ def measure_rss(apps: int, runs: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="burst,quiet,latency,rss")
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--line-bytes", type=int, default=150)
+    parser.add_argument("--write-bytes", type=int, default=60_000)
+    parser.add_argument("--apps", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--apps", type=int, default=50)
-    parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--record", action="store_true", help="write the section into bench/RESULTS.md")
+    parser.add_argument("--heading", default=HEADING)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
@@ -173,50 +330,75 @@ def main() -> int:
     if args.rss_child is not None:
         run(rss_child(args.rss_child))
         return 0
-
-    rows = []
-    for into_spool, what in ((False, "capture only (sink drops)"), (True, "capture into the spool")):
-        results = [run(capture_once(args.lines, into_spool)) for _ in range(args.runs)]
-        secs = statistics.median(r[0] for r in results)
-        cpu = statistics.median(r[1] for r in results)
-        rows.append(f"| {what} | {args.lines / secs:,.0f} lines/s | {cpu / args.lines * 1e6:.2f} µs |")
-    rss0, rssn = measure_rss(0, 3), measure_rss(args.apps, 3)
-    per_app = (rssn - rss0) / args.apps
+    only = set(args.only.split(","))
+    out: list[str] = []
+    if "burst" in only:
+        mb = args.lines * args.line_bytes / 1e6
+        out += [f"One child writing {args.lines:,} lines of {args.line_bytes} B as fast as it can "
+                f"({args.write_bytes:,} B writes), until durable:", "",
+                "| path | time | lines/s | MB/s | agent CPU per line |", "|---|---|---|---|---|"]
+        for into_spool, what in ((False, "capture only (sink drops)"), (True, "capture into the spool")):
+            results = [run(burst_once(args.lines, args.line_bytes, args.write_bytes, into_spool))
+                       for _ in range(args.runs)]
+            print(what, [f"{s:.2f}s" for s, _ in results], file=sys.stderr)
+            secs = statistics.median(r[0] for r in results)
+            cpu = statistics.median(r[1] for r in results)
+            out.append(f"| {what} | {secs:.2f} s | {args.lines / secs:,.0f} | {mb / secs:.0f} | "
+                       f"{cpu / args.lines * 1e6:.2f} µs |")
+        out.append("")
+    if "quiet" in only:
+        results = [run(paced_once(args.apps, args.rate, args.seconds, 70)) for _ in range(args.runs)]
+        for r in results:
+            print(f"quiet: cpu {r['cpu']:.2f}s {r['records']} records {r['frames']} frames",
+                  file=sys.stderr)
+        med = lambda key: statistics.median(key(r) for r in results)  # noqa: E731
+        alone = statistics.median(run(paced_capture_only(args.apps, args.rate, args.seconds, 70))
+                                  for _ in range(args.runs))
+        out += [f"{args.apps} apps printing {args.rate:g} lines/s each (~80 B, one write per line) "
+                f"for {args.seconds:g} s, into the spool:", "",
+                "| agent CPU per line | capture alone (sink drops, steady state) "
+                "| records per frame | spool bytes / text bytes |",
+                "|---|---|---|---|",
+                f"| {med(lambda r: r['cpu'] / r['lines']) * 1e6:.1f} µs | {alone * 1e6:.1f} µs "
+                f"| {med(lambda r: r['records'] / max(1, r['frames'])):.1f} "
+                f"| {med(lambda r: r['disk'] / r['text']):.2f} |", ""]
+    if "latency" in only:
+        results = [run(paced_once(1, 500, 5, 70)) for _ in range(args.runs)]
+        med = lambda key: statistics.median(key(r) for r in results)  # noqa: E731
+        out += ["One app printing 500 lines/s for 5 s (the child's clock just before each write):",
+                "", "| latency | median | p99 |", "|---|---|---|",
+                f"| capture (record ts - write) | {med(lambda r: pct(r['capture'], 0.5)) / 1e3:.0f} µs "
+                f"| {med(lambda r: pct(r['capture'], 0.99)) / 1e3:.0f} µs |",
+                f"| durable in the spool - write | {med(lambda r: pct(r['durable'], 0.5)) / 1e6:.1f} ms "
+                f"| {med(lambda r: pct(r['durable'], 0.99)) / 1e6:.1f} ms |", ""]
+    if "rss" in only:
+        apps = 50
+        rss0, rssn = measure_rss(0, 3), measure_rss(apps, 3)
+        per_app = (rssn - rss0) / apps
+        out += [f"Agent RSS (supervisor, spool, writer; apps print a line then sleep; median of 3): "
+                f"{rss0 / 2**20:.1f} MiB with 0 apps, {rssn / 2**20:.1f} MiB with {apps}: "
+                f"**{per_app / 1024:.0f} KiB per app** (budget: 1024 KiB).", ""]
     section = "\n".join([
-        HEADING,
-        "",
-        f"`bench/apps.py --lines {args.lines} --runs {args.runs} --apps {args.apps}` on "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}, "
-        f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end; medians. "
-        "Rates move with the machine's load; CPU per line (the agent process: loop and "
-        "spool writer thread) is the steadier figure.",
-        "",
-        "One child writing 100-byte lines as fast as it can (64 KiB writes):",
-        "",
-        "| path | rate | agent CPU per line |",
-        "|---|---|---|",
-        *rows,
-        "",
-        f"Agent RSS (supervisor, spool, writer; apps print a line then sleep): "
-        f"{rss0 / 2**20:.1f} MiB with 0 apps, {rssn / 2**20:.1f} MiB with {args.apps}: "
-        f"**{per_app / 1024:.0f} KiB per app** (budget: 1024 KiB).",
-        "",
-    ])
+        args.heading, "",
+        f"`bench/apps.py {' '.join(sys.argv[1:])}` on {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; medians of {args.runs} runs.", "",
+        *out])
     print(section)
-    if not args.no_record:
-        record(section)
+    if args.record:
+        record(section, args.heading)
     return 0
 
 
-def record(section: str) -> None:
+def record(section: str, heading: str) -> None:
     """Replace (or append) our section of bench/RESULTS.md; leave the others alone."""
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(HEADING + "\n")
+    start = text.find(heading + "\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(HEADING))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     path.write_text(text)
 

@@ -60,7 +60,7 @@ from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
 from hostlog.collectors.lines import LineFramer, Lines, decode_messages
 from hostlog.config import FileSource
 from hostlog.errors import SinkError
-from hostlog.record import Record
+from hostlog.record import Columns
 
 try:
     from asyncinotify import Inotify, Mask
@@ -137,7 +137,8 @@ class Tailed:
 
 @dataclass
 class PassResult:
-    batches: list[list[Record]] = field(default_factory=list)
+    batches: list[Columns] = field(default_factory=list)
+    last: Tailed | None = None  # the file the last batch holds lines of
     snapshot: list[dict[str, Any]] = field(default_factory=list)
     more: bool = False          # the byte budget ran out: run another pass at once
 
@@ -261,7 +262,7 @@ class FileCollector:
             cb = self._durable_cb(result.snapshot) if last and changed else None
             await sink.write(batch, on_durable=cb)
         if not result.batches and changed:
-            await sink.write([], on_durable=self._durable_cb(result.snapshot))
+            await sink.write(Columns.empty(), on_durable=self._durable_cb(result.snapshot))
         self._submitted = result.snapshot
         if result.more:
             self._wake.set()
@@ -479,21 +480,31 @@ class FileCollector:
         return os.pread(t.fd, len(t.prefix), 0) == t.prefix
 
     def _emit(self, t: Tailed, lines: Lines, out: PassResult) -> None:
-        if not lines.messages:
+        """The framer's messages as a Columns batch (one list per attribute,
+        no Record per line), appended to the pass's batch of the same file."""
+        n = len(lines.messages)
+        if not n:
             return
         msgs = decode_messages(lines.messages, self.encoding)
         ts = time.time_ns()  # a file line carries no time we could trust: read time
-        host, app, base = self.context.hostname, t.app, t.fields
-        # One fields dict shared by the records of a file: the sink never
-        # mutates records, and a dict per line would cost a good share of a pass.
-        records = [Record(ts, m, host, "file", app, None, 6, None, base) for m in msgs]
+        base = t.fields
+        # One fields dict shared by the lines of a file (Columns rows are
+        # read-only); only the few marked lines get their own.
+        fields = [base] * n
+        pool = [base]
         for i, mark in lines.marks.items():
-            records[i].fields = {**base, mark: "true"}
-        if out.batches and out.batches[-1] and out.batches[-1][0].fields is base:
-            out.batches[-1].extend(records)
+            fields[i] = marked = {**base, mark: "true"}
+            pool.append(marked)
+        columns: list[list] = [[ts] * n, [self.context.hostname] * n, ["file"] * n, [t.app] * n,
+                               [None] * n, [6] * n, [None] * n, msgs, fields, [""] * n, [0] * n]
+        size = sum(map(len, lines.messages)) + n  # the bytes read for them, about
+        batch = Columns(columns, text_size=size, fields_pool=pool)
+        if out.batches and out.last is t:
+            out.batches[-1].extend(batch)
         else:
-            out.batches.append(records)
-        self._count("records", len(records))
+            out.batches.append(batch)
+            out.last = t
+        self._count("records", n)
 
     def _retire(self, t: Tailed, out: PassResult) -> None:
         self._emit(t, t.framer.flush(), out)

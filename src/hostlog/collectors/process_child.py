@@ -147,8 +147,7 @@ class Child:
         self.kill_at: float | None = None  # when the group gets SIGKILL, once signalled
         self.abandoned = False  # pipes are no longer read (an escaped process holds them)
         self.gone = False  # the group is gone and the pipes are closed
-        self.pumps: list[asyncio.Task] = []
-        self._waiters: set[asyncio.Future] = set()
+        self.pumps: list[asyncio.Future[None]] = []  # one per pipe: done once it is closed
         self._pidfd: int | None = None
         try:
             self.proc: psutil.Process | None = psutil.Process(self.pid)
@@ -224,31 +223,9 @@ class Child:
             delay = min(delay * 2, 0.1)
         return True
 
-    async def readable(self, fd: int, timeout: float | None) -> str:
-        """Wait until ``fd`` is readable: "ready", "timeout" or "abandon"."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def done(value: str) -> None:
-            if not fut.done():
-                fut.set_result(value)
-        loop.add_reader(fd, done, "ready")
-        timer = loop.call_later(timeout, done, "timeout") if timeout else None
-        self._waiters.add(fut)
-        try:
-            return await fut
-        finally:
-            self._waiters.discard(fut)
-            loop.remove_reader(fd)
-            if timer is not None:
-                timer.cancel()
-
     def abandon(self) -> None:
-        """Stop reading the pipes (wakes pumps waiting for data)."""
+        """The pipes are no longer read (the supervisor closes them)."""
         self.abandoned = True
-        for fut in list(self._waiters):
-            if not fut.done():
-                fut.set_result("abandon")
 
 
 def spawn(app: App, invocation: str) -> Child:

@@ -28,13 +28,20 @@ Theory of operation:
   line: it keeps that line's severity and is not parsed for a prefix.
 * Bytes that are not valid UTF-8 are kept as ``bytes`` (the record model's
   rule for binary messages); valid ones become ``str``.
-* Work is done on whole buffers with ``split``; the Python loop runs once per
-  line, never per byte.
+* Work is done on whole buffers: one ``rfind`` for the last LF, one UTF-8
+  decode and one ``split`` of everything before it, handed out as columns
+  (:class:`Captured`: a list of messages, a list of severities, the few
+  line breaks). A Python loop per line runs only where a line needs it: a
+  ``<`` at a line start, a line over ``max_line``, bytes that are not UTF-8;
+  never per byte.
 """
 
 from __future__ import annotations
 
-__all__ = ["Line", "LineCapture", "parse_priority", "LINE_MAX", "TIMEOUT", "EOF"]
+from dataclasses import dataclass, field
+
+__all__ = ["Captured", "Line", "LineCapture", "decode_lines", "parse_priority", "LINE_MAX",
+           "TIMEOUT", "EOF"]
 
 #: ``line_break`` marks, as journald names them in ``_LINE_BREAK``.
 LINE_MAX = "line-max"
@@ -90,6 +97,33 @@ def _cut(data: bytes, start: int, limit: int) -> int:
     return end
 
 
+@dataclass(slots=True)
+class Captured:
+    """Lines as columns: what one :meth:`LineCapture.take` returns.
+
+    ``msgs[i]`` and ``severities[i]`` belong together; ``breaks`` is sparse
+    (index -> line_break) for the few lines that did not end with an LF.
+    """
+
+    msgs: list[str | bytes] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
+    breaks: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.msgs)
+
+    def append(self, msg: str | bytes, severity: int, brk: str | None) -> None:
+        if brk is not None:
+            self.breaks[len(self.msgs)] = brk
+        self.msgs.append(msg)
+        self.severities.append(severity)
+
+    def lines(self) -> list[Line]:
+        """The same as ``(msg, severity, line_break)`` tuples."""
+        get = self.breaks.get
+        return [(m, s, get(i)) for i, (m, s) in enumerate(zip(self.msgs, self.severities))]
+
+
 class LineCapture:
     """Line capture for one stream; see the module docstring for the rules."""
 
@@ -111,45 +145,41 @@ class LineCapture:
 
     def feed(self, data: bytes) -> list[Line]:
         """Take bytes from the stream; return the lines (and pieces) they complete."""
-        out: list[Line] = []
-        if self._buf:
-            data = self._buf + data
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        if lines:
+        return self.take(data).lines()
+
+    def flush(self, reason: str = EOF) -> list[Line]:
+        """:meth:`take_flush` as tuples."""
+        return self.take_flush(reason).lines()
+
+    def take(self, data: bytes) -> Captured:
+        """:meth:`feed`, as columns: the collector's path."""
+        out = Captured()
+        buf = self._buf + data if self._buf else data
+        end = buf.rfind(b"\n")
+        if end < 0:
+            rest = buf
+        else:
+            rest = buf[end + 1:]
+            start = 0
             if not self._line_start:
                 # The first line continues one already partly emitted.
-                self._emit(lines[0], self._severity, None, out)
+                start = buf.index(b"\n") + 1
+                self._emit(buf[:start - 1], self._severity, None, out)
                 self._line_start = True
-                lines = lines[1:]
-            default, limit, parse = self.default_severity, self.max_line, self.parse_priority
-            append = out.append
-            for line in lines:
-                # The common case inline: this loop is the per-line cost of capture.
-                severity = default
-                if parse and line[:1] == b"<":
-                    found = parse_priority(line)
-                    if found is not None:
-                        severity, line = found
-                if len(line) > limit:
-                    self._emit(line, severity, None, out)
-                    continue
-                try:
-                    append((line.decode("utf-8"), severity, None))
-                except UnicodeDecodeError:
-                    append((line, severity, None))
+            if start <= end:
+                self._whole_lines(buf[start:end], out)
         if len(rest) > self.max_line:
             rest = self._emit_pieces(self._begin(rest), out)
         self._buf = rest
         return out
 
-    def flush(self, reason: str = EOF) -> list[Line]:
+    def take_flush(self, reason: str = EOF) -> Captured:
         """Hand out the partial line, marked ``reason`` (TIMEOUT or EOF).
 
         After TIMEOUT the bytes that follow continue the same line; after EOF
         the capture starts afresh (a new stream, e.g. after a restart).
         """
-        out: list[Line] = []
+        out = Captured()
         if self._buf:
             line = self._begin(self._buf)
             self._buf = b""
@@ -160,6 +190,47 @@ class LineCapture:
         return out
 
     # -- internals --------------------------------------------------------------
+    def _whole_lines(self, whole: bytes, out: Captured) -> None:
+        """Lines that start at a line start and end with an LF (``whole``
+        holds them without their last LF). C-level passes over the buffer;
+        the per-line loops below run only for lines with a ``<`` prefix,
+        lines over max_line, or bytes that are not UTF-8."""
+        default, limit = self.default_severity, self.max_line
+        # (memchr for "<" first: a two-byte search is slow where LFs abound)
+        prefixed = self.parse_priority and b"<" in whole and (
+            whole[:1] == b"<" or b"\n<" in whole)
+        if not prefixed:
+            try:
+                text = whole.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                msgs = text.split("\n")
+                # an ASCII line's length in characters is its length in bytes
+                if (len(whole) <= limit or (text.isascii() and max(map(len, msgs)) <= limit)
+                        or max(map(len, whole.split(b"\n"))) <= limit):
+                    out.msgs += msgs
+                    out.severities += [default] * len(msgs)
+                    return
+        lines = whole.split(b"\n")
+        severities = [default] * len(lines)
+        if prefixed:
+            for i, line in enumerate(lines):
+                if line[:1] == b"<":
+                    found = parse_priority(line)
+                    if found is not None:
+                        severities[i], lines[i] = found
+        if len(whole) > limit and max(map(len, lines)) > limit:
+            for line, severity in zip(lines, severities):
+                if len(line) > limit:
+                    self._emit(line, severity, None, out)
+                else:
+                    out.msgs.append(_text(line))
+                    out.severities.append(severity)
+            return
+        out.msgs += decode_lines(lines)
+        out.severities += severities
+
     def _begin(self, line: bytes) -> bytes:
         """Take the prefix off a line that starts here; remember its severity."""
         if self._line_start:
@@ -171,17 +242,28 @@ class LineCapture:
                     self._severity, line = found
         return line
 
-    def _emit_pieces(self, line: bytes, out: list[Line]) -> bytes:
+    def _emit_pieces(self, line: bytes, out: Captured) -> bytes:
         """Emit full pieces while more than max_line bytes remain; return the rest."""
         start, limit, severity = 0, self.max_line, self._severity
         while len(line) - start > limit:
             end = _cut(line, start, limit)
-            out.append((_text(line[start:end]), severity, LINE_MAX))
+            out.append(_text(line[start:end]), severity, LINE_MAX)
             start = end
         return line[start:]
 
-    def _emit(self, line: bytes, severity: int, last: str | None, out: list[Line]) -> None:
+    def _emit(self, line: bytes, severity: int, last: str | None, out: Captured) -> None:
         """Emit a line whose prefix is already handled: pieces, then the end."""
         self._severity = severity
         rest = self._emit_pieces(line, out)
-        out.append((_text(rest), severity, last))
+        out.append(_text(rest), severity, last)
+
+
+def decode_lines(lines: list[bytes]) -> list[str | bytes]:
+    """Each line as text where it is UTF-8, as its bytes where not: one
+    decode of the joined lines when all are text (lines hold no LF)."""
+    if not lines:
+        return []
+    try:
+        return b"\n".join(lines).decode("utf-8").split("\n")  # type: ignore[return-value]
+    except UnicodeDecodeError:
+        return list(map(_text, lines))

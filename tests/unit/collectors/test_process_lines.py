@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors.process_lines import EOF, LINE_MAX, TIMEOUT, LineCapture, parse_priority
+from hostlog.collectors.process_lines import (EOF, LINE_MAX, TIMEOUT, Line, LineCapture, _cut, _text,
+                                              decode_lines, parse_priority)
 
 
 def run(chunks: list[bytes], *, max_line: int = 64 * 1024, default: int = 6,
@@ -201,3 +202,152 @@ def test_timeout_flushes_lose_nothing(data, stream):
         out += capture.feed(chunk) + capture.flush(TIMEOUT)
     out += capture.flush(EOF)
     assert rebuild(out) == stream
+
+
+# -- the fast path against the per-line reference ------------------------------------------
+
+class ReferenceCapture:
+    """The capture as it was first written: a Python loop per line. The fast
+    one must give exactly what this gives."""
+
+    def __init__(self, *, max_line: int = 64 * 1024, default_severity: int = 6,
+                 parse_priority: bool = True) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        self.max_line = max_line
+        self.default_severity = default_severity
+        self.parse_priority = parse_priority
+        self._buf = b""  # the partial line: never longer than max_line
+        self._line_start = True  # the next byte begins a new line (prefix allowed)
+        self._severity = default_severity  # severity of the line being continued
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partial line held back (a quiet-timeout flush is due)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Line]:
+        """Take bytes from the stream; return the lines (and pieces) they complete."""
+        out: list[Line] = []
+        if self._buf:
+            data = self._buf + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            if not self._line_start:
+                # The first line continues one already partly emitted.
+                self._emit(lines[0], self._severity, None, out)
+                self._line_start = True
+                lines = lines[1:]
+            default, limit, parse = self.default_severity, self.max_line, self.parse_priority
+            append = out.append
+            for line in lines:
+                # The common case inline: this loop is the per-line cost of capture.
+                severity = default
+                if parse and line[:1] == b"<":
+                    found = parse_priority(line)
+                    if found is not None:
+                        severity, line = found
+                if len(line) > limit:
+                    self._emit(line, severity, None, out)
+                    continue
+                try:
+                    append((line.decode("utf-8"), severity, None))
+                except UnicodeDecodeError:
+                    append((line, severity, None))
+        if len(rest) > self.max_line:
+            rest = self._emit_pieces(self._begin(rest), out)
+        self._buf = rest
+        return out
+
+    def flush(self, reason: str = EOF) -> list[Line]:
+        """Hand out the partial line, marked ``reason`` (TIMEOUT or EOF).
+
+        After TIMEOUT the bytes that follow continue the same line; after EOF
+        the capture starts afresh (a new stream, e.g. after a restart).
+        """
+        out: list[Line] = []
+        if self._buf:
+            line = self._begin(self._buf)
+            self._buf = b""
+            self._emit(line, self._severity, reason, out)
+        if reason != TIMEOUT:
+            self._line_start = True
+            self._severity = self.default_severity
+        return out
+
+    # -- internals --------------------------------------------------------------
+    def _begin(self, line: bytes) -> bytes:
+        """Take the prefix off a line that starts here; remember its severity."""
+        if self._line_start:
+            self._line_start = False
+            self._severity = self.default_severity
+            if self.parse_priority:
+                found = parse_priority(line)
+                if found is not None:
+                    self._severity, line = found
+        return line
+
+    def _emit_pieces(self, line: bytes, out: list[Line]) -> bytes:
+        """Emit full pieces while more than max_line bytes remain; return the rest."""
+        start, limit, severity = 0, self.max_line, self._severity
+        while len(line) - start > limit:
+            end = _cut(line, start, limit)
+            out.append((_text(line[start:end]), severity, LINE_MAX))
+            start = end
+        return line[start:]
+
+    def _emit(self, line: bytes, severity: int, last: str | None, out: list[Line]) -> None:
+        """Emit a line whose prefix is already handled: pieces, then the end."""
+        self._severity = severity
+        rest = self._emit_pieces(line, out)
+        out.append((_text(rest), severity, last))
+
+
+def run_reference(chunks: list[bytes], *, max_line: int, parse: bool = True,
+                  flush_after: bool = False) -> list[tuple]:
+    capture = ReferenceCapture(max_line=max_line, parse_priority=parse)
+    out = []
+    for chunk in chunks:
+        out += capture.feed(chunk) + (capture.flush(TIMEOUT) if flush_after else [])
+    return out + capture.flush(EOF)
+
+
+def run_fast(chunks: list[bytes], *, max_line: int, parse: bool = True,
+             flush_after: bool = False) -> list[tuple]:
+    capture = LineCapture(max_line=max_line, parse_priority=parse)
+    out = []
+    for chunk in chunks:
+        out += capture.take(chunk).lines() + (capture.take_flush(TIMEOUT).lines() if flush_after else [])
+    return out + capture.take_flush(EOF).lines()
+
+
+big_streams = st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\n\n", "é".encode(), "€".encode(),
+                                        b"\xff", b"<3>", b"\n<5>", b"<", b"<09>", b"\r\n",
+                                        b"x" * 30, b"plain line\n" * 5]),
+                       max_size=60).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(data=st.data(), stream=big_streams, max_line=st.integers(1, 40), parse=st.booleans(),
+       flush_after=st.booleans())
+def test_the_columnar_capture_gives_what_the_per_line_reference_gives(data, stream, max_line, parse,
+                                                                       flush_after):
+    chunks = data.draw(split_points(stream))
+    assert run_fast(chunks, max_line=max_line, parse=parse, flush_after=flush_after) == \
+        run_reference(chunks, max_line=max_line, parse=parse, flush_after=flush_after)
+
+
+def test_take_gives_columns_with_sparse_breaks():
+    capture = LineCapture(max_line=4)
+    got = capture.take(b"<3>abcdef\nok\n")
+    assert got.msgs == ["abcd", "ef", "ok"] and got.severities == [3, 3, 6]
+    assert got.breaks == {0: LINE_MAX}
+
+
+@settings(max_examples=200)
+@given(lines=st.lists(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=20))
+def test_decode_lines_keeps_every_line_as_text_or_bytes(lines):
+    got = decode_lines(lines)
+    assert len(got) == len(lines)
+    assert [g.encode() if isinstance(g, str) else g for g in got] == lines
