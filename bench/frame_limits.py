@@ -42,7 +42,7 @@ from pathlib import Path
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.query.filters import Query
 from hostlog.query.run import select
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
@@ -89,7 +89,7 @@ async def _write(directory: Path, records: list[Record], frame_records: int) -> 
                          max_pending=len(records) + 1)
     writer.start()
     t0 = time.perf_counter()
-    writer.submit(records)  # one batch, as a file backlog arrives
+    writer.submit(Columns.of(records))  # one batch, as a file backlog arrives
     await writer.flush()
     elapsed = time.perf_counter() - t0
     await writer.stop()

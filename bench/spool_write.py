@@ -31,7 +31,7 @@ import lz4.block
 import psutil
 
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 
@@ -63,7 +63,7 @@ async def write_run(records: list[Record], directory: Path) -> float:
     writer.start()
     t0 = time.perf_counter()
     for i in range(0, len(records), 1000):
-        await writer.write(records[i:i + 1000])
+        await writer.write(Columns.of(records[i:i + 1000]))
     await writer.flush()
     elapsed = time.perf_counter() - t0
     await writer.stop()
@@ -91,8 +91,9 @@ def bench_ratio() -> list[tuple[str, int, float, float]]:
             keyring = Keyring.load_or_create(Path(d) / "spool.key")
             spool = Spool.open(Path(d) / "spool", keyring)
             base = time.time_ns()
-            spool.append([Record(ts=base + i, msg=line, host="h", source="file",
-                                 app=path.stem.split("_")[0]) for i, line in enumerate(lines)])
+            spool.append(Columns.of([Record(ts=base + i, msg=line, host="h", source="file",
+                                            app=path.stem.split("_")[0])
+                                     for i, line in enumerate(lines)]))
             spool.close()
             on_disk = sum(p.stat().st_size for p in (Path(d) / "spool" / "segments").iterdir())
         rows.append((path.stem, len(raw), len(raw) / on_disk,

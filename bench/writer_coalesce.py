@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 
@@ -106,7 +106,7 @@ async def generate(sink, lines: list[str], apps: int, rate: float, seconds: floa
                             app=f"app{app}", pid=1000 + app, fields=fields)
             if msg.startswith("probe "):
                 probes[n] = (time.monotonic(), record)
-            sink.submit([record])
+            sink.submit(Columns.of([record]))
             n += 1
     return n
 

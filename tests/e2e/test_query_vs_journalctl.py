@@ -174,6 +174,7 @@ def build_stores(root: Path, export: bytes) -> dict[str, Any]:
     from hostlog.query.journal_fields import journal_to_record, parse_export
     from hostlog.spool.keys import Keyring
     from hostlog.spool.spool import Spool
+    from hostlog.record import Columns
 
     journal = root / "data.journal"
     res = subprocess.run([str(JOURNAL_REMOTE), f"--output={journal}", "-"], input=export,
@@ -187,7 +188,7 @@ def build_stores(root: Path, export: bytes) -> dict[str, Any]:
     i = 0
     while i < len(records):
         n = rnd.randrange(1, 80)
-        spool.append(records[i:i + n])
+        spool.append(Columns.of(records[i:i + n]))
         i += n
     spool.close()
     return {"journal": journal, "spool": root / "spool", "count": len(entries)}

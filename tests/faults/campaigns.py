@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hostlog.agent.spool_writer import SpoolWriter
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 from hostlog.spool import frame as F
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring
@@ -60,7 +60,7 @@ def write_spool(directory: Path, batches: list[int], *, frame_records: int = 409
         for n in batches:
             batch = make_records(n, len(sent), msg_size)
             sent.extend(r.msg for r in batch)
-            await writer.write(batch)
+            await writer.write(Columns.of(batch))
             # one flush per batch: frames end where batches do (unless split)
             await writer.flush()
         await writer.stop()

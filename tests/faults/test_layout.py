@@ -262,8 +262,8 @@ def test_seqs_of_a_segment_moved_aside_are_never_given_again(tmp_path):
     spool = Spool.open(directory, Keyring.load(directory.parent / "spool.key"))
     try:
         assert any("moved aside" in d.reason for d in spool.recovery.damage)
-        from hostlog.record import Record
-        first, _ = spool.append([Record(ts=1, msg="after the damage", app="app")])
+        from hostlog.record import Columns, Record
+        first, _ = spool.append(Columns.of([Record(ts=1, msg="after the damage", app="app")]))
     finally:
         spool.close()
     assert first > held, f"seq {first} given again: the damaged segment held seqs up to {held}"

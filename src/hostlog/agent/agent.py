@@ -32,6 +32,7 @@ from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.agent.spool_writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
+from hostlog.record import Columns
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 
@@ -171,8 +172,8 @@ class Agent:
                                         sink=GuardedSink(inner, self.errors),
                                         checkpoints=checkpoints, errors=self.errors)
         if self.spool.recovery.damage or self.spool.recovery.truncated_bytes:
-            self.context.sink.submit([self.context.notice("hostlog", line, severity=4)
-                                for line in self.spool.recovery.lines()])
+            self.context.sink.submit(Columns.of([self.context.notice("hostlog", line, severity=4)
+                                                 for line in self.spool.recovery.lines()]))
         for source in config.sources:
             await self._start_source(source)
         await wire.attach(self)  # supervised apps, control socket, metrics
@@ -229,8 +230,8 @@ class Agent:
             # One source that cannot start (port in use, bad path) must not take
             # the others down: report it, loudly, and go on.
             log.error("source %s did not start: %s", source.name, exc)
-            self.writer and self.context.sink.submit([self.context.notice(
-                "hostlog", f"source {source.name} did not start: {exc}", severity=3)])
+            self.writer and self.context.sink.submit(Columns.of([self.context.notice(
+                "hostlog", f"source {source.name} did not start: {exc}", severity=3)]))
             return
         self.collectors[source.name] = (source, collector)
 

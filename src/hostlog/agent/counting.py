@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hostlog.collectors.base import Batch, OnDurable, Sink
-from hostlog.record import Columns
+from hostlog.collectors.base import Sink
+from hostlog.record import Batch, OnDurable
 
 __all__ = ["CountingSink"]
 
@@ -26,10 +26,7 @@ class CountingSink:
     def _count(self, batch: Batch) -> None:
         if not len(batch):
             return
-        if isinstance(batch, Columns):
-            self.metrics.count_batch(batch.source[0], len(batch), batch.text_bytes())
-        else:
-            self.metrics.count_batch(batch[0].source, len(batch), sum([len(r.msg) for r in batch]))
+        self.metrics.count_batch(batch.source[0], len(batch), batch.text_bytes())
 
     def has_room(self) -> bool:
         return self.inner.has_room()

@@ -56,12 +56,10 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
-from operator import attrgetter
 from typing import Any, Callable
 
-from hostlog.collectors.base import Batch
 from hostlog.errors import SpoolFullError
-from hostlog.record import COLUMNS, Columns
+from hostlog.record import Batch, Columns
 from hostlog.spool.spool import Spool
 
 log = logging.getLogger("hostlog.spool")
@@ -82,7 +80,6 @@ MAX_LINGER_S = 1.0
 FRAME_RECORDS = 4096
 FRAME_BYTES = 1 << 20
 
-_MSG = attrgetter("msg")
 
 
 @dataclass(slots=True)
@@ -228,7 +225,8 @@ class SpoolWriter:
 
     def _enqueue_marker(self, on_durable: OnDurable) -> None:
         with self._cond:
-            self._pending.append(_Entry([], on_durable, 0, time.monotonic(), marker=True))
+            self._pending.append(_Entry(Columns.empty(), on_durable, 0, time.monotonic(),
+                                        marker=True))
             self._entries_in += 1
             self._markers += 1
             self._cond.notify()
@@ -298,7 +296,7 @@ class SpoolWriter:
                 if k == 0:
                     break  # the frame is full by bytes
                 piece = batch if start == 0 and k == rows else _rows(batch, start, start + k)
-                if isinstance(piece, Columns) and piece is not batch:
+                if piece is not batch:
                     piece.text_size = piece_size
             if start + k == len(batch):  # the batch's last piece
                 pending.popleft()
@@ -485,18 +483,14 @@ class SpoolWriter:
 
 def _text_bytes(batch: Batch) -> int:
     """The message text of a batch, as the frame_bytes limit counts it."""
-    if isinstance(batch, Columns):
-        return batch.text_bytes()
-    return sum(map(len, map(_MSG, batch)))
+    return batch.text_bytes()
 
 
 def _fit(batch: Batch, start: int, most: int, room: int, *, alone: bool) -> tuple[int, int]:
     """How many rows from ``start`` (at most ``most``) fit in ``room`` bytes
     of message text, and their size. ``alone``: the frame is empty, so at
     least one row goes in, however big."""
-    msgs = (batch.msg[start:start + most] if isinstance(batch, Columns)
-            else list(map(_MSG, batch[start:start + most])))
-    sizes = list(accumulate(map(len, msgs)))
+    sizes = list(accumulate(map(len, batch.msg[start:start + most])))
     k = bisect_right(sizes, room)
     if k == 0 and alone:
         k = 1  # one record bigger than frame_bytes: a frame of its own
@@ -504,19 +498,14 @@ def _fit(batch: Batch, start: int, most: int, room: int, *, alone: bool) -> tupl
 
 
 def _rows(batch: Batch, start: int, stop: int) -> Batch:
-    return batch.slice(start, stop) if isinstance(batch, Columns) else batch[start:stop]
+    return batch.slice(start, stop)
 
 
 def _one_frame(batches: list[Batch]) -> Batch:
-    """The batches taken for one frame as one batch: a list of Records, or
-    Columns when any came as Columns (those are not taken apart into Records)."""
-    if not any(isinstance(b, Columns) for b in batches):
-        if len(batches) == 1:
-            return batches[0]
-        return [r for batch in batches for r in batch]
+    """The batches taken for one frame as one batch."""
     if len(batches) == 1:
         return batches[0]
-    merged = Columns([[] for _ in COLUMNS], fields_pool=[])
+    merged = Columns.empty(fields_pool=[])
     for batch in batches:
         merged.extend(batch)
     return merged

@@ -32,14 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from hostlog.errors import SinkError
-from hostlog.record import Columns, Record
+from hostlog.record import Batch, OnDurable, Record
 
 log = logging.getLogger("hostlog.errors")
 
-OnDurable = Callable[[int], None]
-#: A batch: a list of Records, or the same held by column (iterating Columns
-#: gives its Records, so a sink that only collects may treat both alike).
-Batch = list[Record] | Columns
+
 
 
 class Sink(Protocol):
@@ -145,11 +142,7 @@ class GuardedSink:
 
 def _batch_source(batch: Batch) -> str:
     """The source of a batch's first record ('' for an empty batch)."""
-    if not len(batch):
-        return ""
-    if isinstance(batch, Columns):
-        return str(batch.source[0])
-    return batch[0].source
+    return str(batch.source[0]) if len(batch) else ""
 
 
 @dataclass

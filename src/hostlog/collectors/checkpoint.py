@@ -25,6 +25,7 @@ import threading
 from typing import Any, Callable
 
 from hostlog.collectors.base import CheckpointStore, Sink
+from hostlog.record import Columns
 
 log = logging.getLogger("hostlog.checkpoint")
 
@@ -106,7 +107,7 @@ class DurableCheckpoint:
                     done.set_result(seq)
 
             try:
-                await asyncio.wait_for(sink.write([], on_durable=durable), timeout)
+                await asyncio.wait_for(sink.write(Columns.empty(), on_durable=durable), timeout)
                 await asyncio.wait_for(asyncio.shield(done), timeout)
             except TimeoutError:
                 log.info("checkpoint %s: the last batches are not durable yet; "

@@ -219,7 +219,7 @@ class JournaldCollector:
             self.context.count(f"{self.name}.cursor_lost")
         if self._first or self._start_cursor:
             value = {"cursor": self._start_cursor} if self._start_cursor else None
-            await sink.write(self._first, on_durable=self.checkpoint.on_durable(value) if value else None)
+            await sink.write(Columns.of(self._first), on_durable=self.checkpoint.on_durable(value) if value else None)
             self._first = []
         process = False
         while not self._stopping:

@@ -224,7 +224,7 @@ class SyslogCollector:
                            f"rate limit)", severity=4, suppressed=str(n), peer=host)
                 for host, n in sorted(self.limiter.report().items())]
             if notices:
-                self.context.sink.write_nowait(notices)
+                self.context.sink.write_nowait(Columns.of(notices))
 
     def deliver_datagrams(self, groups: list[Group], receiver: DatagramReceiver) -> None:
         """What a datagram listener read in one wake-up (see

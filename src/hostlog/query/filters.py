@@ -34,7 +34,7 @@ from hostlog.query.journal_fields import ABSENT_FIELD, field_values
 from hostlog.query.priority import priority_matches
 from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry
-from hostlog.spool.keys import app_bloom_bits
+from hostlog.spool.index import app_bloom_bits
 from hostlog.spool.segment import SegmentReader
 
 __all__ = ["Query", "compile_grep", "mangle_unit", "parse_matches", "unit_names"]

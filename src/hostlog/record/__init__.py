@@ -122,7 +122,13 @@ class Columns:
 
     @classmethod
     def of(cls, records: Sequence[Record]) -> Columns:
+        """Records as a batch (the row view's inverse)."""
         return cls(record_columns(records))
+
+    @classmethod
+    def empty(cls, *, fields_pool: list[dict] | None = None) -> Columns:
+        """A batch of no rows (what carries a durability callback alone)."""
+        return cls([[] for _ in COLUMNS], text_size=0, fields_pool=fields_pool)
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -156,15 +162,13 @@ class Columns:
         return Columns([column[start:stop] for column in self.columns],
                        fields_pool=self.fields_pool)
 
-    def extend(self, other: Columns | Sequence[Record]) -> None:
-        if isinstance(other, Columns):
-            more, pool, size = other.columns, other.fields_pool, other.text_bytes()
-        else:
-            more, pool, size = record_columns(other), None, sum(len(r.msg) for r in other)
+    def extend(self, other: Columns) -> None:
+        """Append the rows of another batch."""
+        size, pool = other.text_bytes(), other.fields_pool
         self.text_size = self.text_bytes() + size
         self.fields_pool = None if pool is None or self.fields_pool is None \
             else self.fields_pool + pool
-        for column, added in zip(self.columns, more):
+        for column, added in zip(self.columns, other.columns):
             column.extend(added)
 
 

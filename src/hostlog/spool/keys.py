@@ -12,7 +12,6 @@ frame moved to another segment cannot authenticate there.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -47,14 +46,6 @@ class SegmentKeys:
 def derive_segment_keys(master: bytes, salt: bytes) -> SegmentKeys:
     okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=salt, info=_HKDF_INFO).derive(master)
     return SegmentKeys(data_key=okm[:32], check=okm[32:48], bloom_key=okm[48:64])
-
-
-def app_bloom_bits(bloom_key: bytes, app: str) -> int:
-    """Two bits of a 64-bit filter for ``app``, keyed so the spool does not
-    reveal app names to someone without the key."""
-    digest = hashlib.blake2b(app.encode("utf-8", "surrogateescape"), key=bloom_key,
-                             digest_size=2).digest()
-    return (1 << (digest[0] & 63)) | (1 << (digest[1] & 63))
 
 
 class Keyring:

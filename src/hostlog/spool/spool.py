@@ -21,24 +21,20 @@ import fcntl
 import os
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter, contains
 from pathlib import Path
-from typing import Sequence
 
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.chunk import encode_columns
-from hostlog.record import Columns, Record, record_columns
+from hostlog.record import Batch
 from hostlog.spool import frame as F
-from hostlog.spool.keys import Keyring, app_bloom_bits
+from hostlog.spool.index import frame_index
+from hostlog.spool.keys import Keyring
 from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
 from hostlog.spool.state import fsync_dir, read_json, write_json
 
 SPOOL_FORMAT = 1
 
-_ORIGIN = attrgetter("origin")
 
 
 @dataclass(slots=True)
@@ -228,13 +224,13 @@ class Spool:
     def total_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def append(self, records: Sequence[Record] | Columns, *,
-               fast: bool = False) -> tuple[int, int]:
-        """Write records (or a batch held as Columns) as one frame; returns
-        their (first, last) spool seq. Records new here are stamped with
-        this spool's origin and their seq, in place. ``fast``: compress the
-        frame with LZ4's fast mode, not HC (for a writer that is behind)."""
-        if not len(records):
+    def append(self, batch: Batch, *, fast: bool = False) -> tuple[int, int]:
+        """Write a batch as one frame; returns its (first, last) spool seq.
+        Rows new here are stamped with this spool's origin and their seq, in
+        place. ``fast``: compress the frame with LZ4's fast mode, not HC (for
+        a writer that is behind)."""
+        n = len(batch)
+        if not n:
             return self.next_seq, self.next_seq - 1
         active = self.active
         assert active is not None, "spool is closed"
@@ -245,71 +241,20 @@ class Spool:
                                      f"max_bytes {self.max_bytes}) and unacknowledged data "
                                      f"must be kept (on_full = block)")
         first = active.next_seq
-        n = len(records)
         end = first + n
         origin = self.agent_id
-        if isinstance(records, Columns):
-            columns = records.columns
-            origins, seqs = records.origin, records.seq
-            if not any(origins):
-                records.origin = [origin] * n
-                records.seq = range(first, end)  # type: ignore[assignment]  # (encode_columns needs no delta pass)
-            else:
-                for i, o in enumerate(origins):
-                    if not o:
-                        origins[i] = origin
-                        seqs[i] = first + i
+        origins, seqs = batch.origin, batch.seq
+        if not any(origins):  # the usual case: every row is new here
+            batch.origin = [origin] * n
+            batch.seq = range(first, end)  # type: ignore[assignment]  # (the codec needs no delta pass)
         else:
-            if not any(map(_ORIGIN, records)):
-                # the usual case: every record is new here and takes this
-                # spool's identity; stamped by C-level maps, not a Python loop
-                deque(map(setattr, records, repeat("origin", n), repeat(origin, n)), 0)
-                deque(map(setattr, records, repeat("seq", n), range(first, end)), 0)
-            else:
-                seq = first
-                for r in records:
-                    if not r.origin:
-                        r.origin = origin
-                        r.seq = seq
-                    seq += 1
-            # one pass per attribute, shared by the index entry and the chunk
-            columns = record_columns(records)
-        ts, _, _, apps, _, severities, _, _, fields, _, _ = columns
-        if isinstance(records, Columns) and records.fields_pool is not None:
-            fields = records.fields_pool  # every row's fields dict is one of these
-        severity_mask = 0
-        for s in set(severities):
-            severity_mask |= 1 << (s & 7)
-        # The frame's app filter covers apps and systemd units, the two things
-        # `hostlog query -u` matches.
-        names = set(apps)
-        try:  # C-level passes over per-row dicts (journald) or a pool of shared ones
-            has_priority = any(map(contains, fields, repeat("PRIORITY")))
-            names.update(map(dict.get, fields, repeat("_SYSTEMD_UNIT")))
-        except TypeError:
-            # a repeated _SYSTEMD_UNIT (a list: unhashable), or fields that are
-            # not a dict: one by one, every value of the unit counts
-            has_priority = True
-            names = set(apps)
-            for f in fields:
-                unit = f.get("_SYSTEMD_UNIT") if f else None
-                names.update(unit if isinstance(unit, list) else [unit])
-        # a journald record may carry PRIORITY values its severity does not
-        # show (several, or "06"); `query -p` matches those too, so they count
-        if has_priority:
-            for f in fields:
-                if f and "PRIORITY" in f:
-                    raw = f["PRIORITY"]
-                    for v in raw if isinstance(raw, list) else [raw]:
-                        text = v if isinstance(v, str) else v.decode("latin-1")
-                        severity_mask |= sum(1 << int(c) for c in set(text) if c in "01234567")
-        bloom = 0
-        for name in names:
-            if isinstance(name, bytes):  # a unit that is not UTF-8: as `query -u` spells it
-                name = name.decode("utf-8", "surrogateescape")
-            if isinstance(name, str):
-                bloom |= app_bloom_bits(active.keys.bloom_key, name)
-        active.append(encode_columns(columns), first_seq=first, count=n,
+            for i, o in enumerate(origins):
+                if not o:
+                    origins[i] = origin
+                    seqs[i] = first + i
+        severity_mask, bloom = frame_index(batch, active.keys.bloom_key)
+        ts = batch.ts
+        active.append(encode_columns(batch.columns), first_seq=first, count=n,
                       ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
                       app_bloom=bloom, fast=fast)
         info = self.segments[-1]

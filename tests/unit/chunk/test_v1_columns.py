@@ -15,7 +15,7 @@ from hostlog.query.journal_fields import journal_to_record
 from hostlog.query.output import Formatter
 from hostlog.query.run import ColumnPick, Printer
 from hostlog.chunk import decode_chunk, encode_chunk
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 
 BOOTS = ["11111111111111111111111111111111", "22222222222222222222222222222222"]
 texts = st.sampled_from(["ok", "disk full", "tab\there", "two\nlines", "\x1b[1mbold\x1b[0m",
@@ -127,8 +127,9 @@ def test_quick_frame_listing_is_the_frame_listing(tmp_path):
     keyring = Keyring.load_or_create(tmp_path / "spool.key")
     spool = Spool.open(tmp_path / "spool", keyring, segment_bytes=4 << 10)
     for n in range(60):
-        spool.append([Record(ts=(n * 10 + k) * 10**9, msg=f"m{n}-{k} " + os.urandom(8).hex(),
-                             host="h", app="a") for k in range(10)])
+        spool.append(Columns.of([Record(ts=(n * 10 + k) * 10**9,
+                                        msg=f"m{n}-{k} " + os.urandom(8).hex(),
+                                        host="h", app="a") for k in range(10)]))
     spool.close()
     # a sealed segment whose footer is damaged is walked instead, as frames() does
     sealed = sorted((tmp_path / "spool" / "segments").glob("*.seg"))

@@ -70,8 +70,7 @@ def test_a_fatal_error_calls_on_fatal_and_others_do_not():
     assert seen == [exc]
 
 
-@pytest.mark.parametrize("batch", [columns(3), [Record(ts=1, msg="x", source="journald")]],
-                         ids=["columns", "records"])
+@pytest.mark.parametrize("batch", [columns(3), columns(1, "journald")], ids=["syslog", "journald"])
 def test_a_failing_sink_is_fatal_counted_and_raises_sink_error(batch):
     fatal: list[BaseException] = []
     errors = ErrorCounts(on_fatal=fatal.append)
@@ -83,7 +82,7 @@ def test_a_failing_sink_is_fatal_counted_and_raises_sink_error(batch):
         sink.write_nowait(batch)
     with pytest.raises(SinkError):
         asyncio.run(sink.write(batch))
-    source = "syslog" if isinstance(batch, Columns) else "journald"
+    source = batch.source[0]
     assert errors.counts == {(source, "sink"): 3}
     assert len(fatal) == 3 and all(isinstance(e, TypeError) for e in fatal)
     assert inner.calls == 3

@@ -89,7 +89,7 @@ def test_columns_hold_the_records_they_are_made_of():
     assert encode_columns(columns.columns) == encode_chunk(records)
     assert columns.text_bytes() == sum(len(r.msg) for r in records)
     more = Columns.of(records[:2])
-    more.extend(records[2:])  # Records or Columns
+    more.extend(Columns.of(records[2:]))
     assert more.records() == records
     more.truncate(3)
     assert more.records() == records[:3]
@@ -111,8 +111,12 @@ def test_columns_keep_what_their_maker_knew_through_extend_and_truncate():
     assert merged.text_bytes() == 105 and merged.fields_pool == [r.fields for r in records]
     merged.truncate(1)  # both stay bounds of what is left
     assert merged.text_bytes() == 105 and len(merged.fields_pool) == 4
-    merged.extend(records[:1])  # Records: no pool known any more
+    merged.extend(Columns.of(records[:1]))  # no pool known for these: none any more
     assert merged.fields_pool is None and merged.text_bytes() == 105
+    # the columns by name are the lists by position, read and replaced
+    assert merged.app is merged.columns[3] and merged.msg is merged.columns[7]
+    merged.origin = ["x"] * len(merged)
+    assert merged.columns[9] == ["x"] * len(merged)
 
 
 @pytest.mark.parametrize("n", [3, 15, 16, 20, 70_000])

@@ -11,7 +11,8 @@ from hostlog.chunk import decode_chunk
 from hostlog.record import Columns, Record
 from hostlog.spool import frame as F
 from hostlog.spool.inspect import collect_stats
-from hostlog.spool.keys import Keyring, add_key, app_bloom_bits, create_key_file
+from hostlog.spool.index import app_bloom_bits
+from hostlog.spool.keys import Keyring, add_key, create_key_file
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 
@@ -20,10 +21,10 @@ SECRET = "the-secret-message-text"
 
 def recs(n, start=0, app="app", msg=SECRET):
     # a random tail so frames compress like real logs do, not like a repeated line
-    return [Record(ts=1_700_000_000_000_000_000 + (start + i) * 1_000_000,
-                   msg=f"{msg} {start + i} {os.urandom(12).hex()}",
-                   host="h", app=app, source="syslog", severity=(start + i) % 8)
-            for i in range(n)]
+    return Columns.of([Record(ts=1_700_000_000_000_000_000 + (start + i) * 1_000_000,
+                              msg=f"{msg} {start + i} {os.urandom(12).hex()}",
+                              host="h", app=app, source="syslog", severity=(start + i) % 8)
+                       for i in range(n)])
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_records_get_origin_and_seq_and_read_back(tmp_path, keyring):
 def test_forwarded_records_keep_their_identity(tmp_path, keyring):
     spool = open_spool(tmp_path, keyring)
     batch = recs(2)
-    batch[0].origin, batch[0].seq = "c" * 32, 77
+    batch.origin[0], batch.seq[0] = "c" * 32, 77
     spool.append(batch)
     spool.close()
     reader = SpoolReader.open(tmp_path / "spool")
@@ -391,24 +392,21 @@ def test_a_quiet_spool_still_seals_old_segments_and_expires_data(tmp_path, keyri
     spool.close()
 
 
-def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
-    batch = recs(5)
-    batch[2].fields = {"msgid": "x", "_SYSTEMD_UNIT": "cron.service"}
-    batch[3].fields = {"PRIORITY": "2"}
-    copies = [Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch]
-    columns = Columns.of(copies)
-    pooled = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch])
-    pooled.fields_pool = [r.fields for r in batch]  # the index reads these instead
-    as_records = Spool.open(tmp_path / "a", keyring)
+def test_a_batch_with_a_fields_pool_makes_the_same_frame_as_one_without(tmp_path, keyring):
+    rows = recs(5).records()
+    rows[2].fields = {"msgid": "x", "_SYSTEMD_UNIT": "cron.service"}
+    rows[3].fields = {"PRIORITY": "2"}
+    columns = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in rows])
+    pooled = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in rows])
+    pooled.fields_pool = [r.fields for r in rows]  # the index reads these instead
     as_columns = Spool.open(tmp_path / "b", keyring)
     as_pooled = Spool.open(tmp_path / "c", keyring)
-    assert as_records.append(batch) == as_columns.append(columns) == (1, 5)
-    assert as_pooled.append(pooled) == (1, 5)
-    # stamped in place as Records are: this spool's origin, the seqs
-    assert columns.columns[9] == [as_columns.agent_id] * 5
-    assert list(columns.columns[10]) == [1, 2, 3, 4, 5]
+    assert as_columns.append(columns) == as_pooled.append(pooled) == (1, 5)
+    # stamped in place: this spool's origin, the seqs
+    assert columns.origin == [as_columns.agent_id] * 5
+    assert list(columns.seq) == [1, 2, 3, 4, 5]
     seen = []
-    for spool in (as_records, as_columns, as_pooled):
+    for spool in (as_columns, as_pooled):
         spool.close()
         reader = SpoolReader.open(spool.directory)
         for seg, entry in reader.frames():
@@ -420,7 +418,7 @@ def test_columns_make_the_same_frame_as_their_records(tmp_path, keyring):
         for r in records:
             r.origin = ""  # each spool has its own
         seen.append((entry.severity_mask, entry.ts_min, entry.ts_max, records))
-    assert seen[0] == seen[1] == seen[2]
+    assert seen[0] == seen[1]
     assert seen[0][0] & (1 << 2)
 
 
@@ -429,10 +427,9 @@ def test_the_frame_index_sees_every_value_of_a_repeated_or_binary_unit(tmp_path,
     a list, a unit that is not UTF-8 is bytes. The frame's app filter must
     hold each (query -u skips frames by it), and the append must not fail."""
     batch = recs(3)
-    batch[0].fields = {"_SYSTEMD_UNIT": ["one.service", "two.service"], "PRIORITY": ["3", "06"]}
-    batch[1].fields = {"_SYSTEMD_UNIT": b"bin\xff.service"}
-    rows = Columns.of([Record(**{k: getattr(r, k) for k in r.__slots__}) for r in batch])
-    for name, given in (("records", batch), ("columns", rows)):
+    batch.fields[0] = {"_SYSTEMD_UNIT": ["one.service", "two.service"], "PRIORITY": ["3", "06"]}
+    batch.fields[1] = {"_SYSTEMD_UNIT": b"bin\xff.service"}
+    for name, given in (("columns", batch),):
         spool = Spool.open(tmp_path / name, keyring)
         assert spool.append(given) == (1, 3)
         spool.close()
