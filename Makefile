@@ -39,7 +39,7 @@ $(VENV)/.deps-stamp:
 	@mkdir -p $(VENV) && touch $@
 
 venv: $(VENV)/.venv-stamp
-$(VENV)/.venv-stamp: pyproject.toml setup.py src/hostlog/collectors/_syslog5424.c src/hostlog/collectors/_journald_read.c
+$(VENV)/.venv-stamp: pyproject.toml setup.py src/hostlog/collectors/syslog/_syslog5424.c src/hostlog/collectors/journald/_journald_read.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# systemd-python needs libsystemd-dev; without it the rest still installs

@@ -50,9 +50,9 @@ from typing import Any
 
 import psutil
 
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.process import ProcessSupervisor
+from hostlog.collectors.process.supervisor import ProcessSupervisor
 from hostlog.config import App
 from hostlog.record import Columns
 from hostlog.spool.keys import Keyring

@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.agent.checkpoints import CheckpointFiles
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.checkpoints import CheckpointFiles
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.files import FileCollector
-from hostlog.collectors.lines import LineFramer, decode_messages
+from hostlog.collectors.files.collector import FileCollector
+from hostlog.collectors.files.lines import LineFramer, decode_messages
 from hostlog.config import FileSource
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool

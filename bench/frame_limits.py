@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.query.filters import Query
 from hostlog.query.run import select
 from hostlog.record import Columns, Record

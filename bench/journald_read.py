@@ -32,10 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.agent.checkpoints import CheckpointFiles
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.checkpoints import CheckpointFiles
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.journald import JournaldCollector
+from hostlog.collectors.journald.collector import JournaldCollector
 from hostlog.config import JournaldSource
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool

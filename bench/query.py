@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from hostlog.query.journal_fields import format_export_entry, journal_to_record  # noqa: E402
+from hostlog.journal.fields import format_export_entry, journal_to_record  # noqa: E402
 from hostlog.spool.keys import Keyring  # noqa: E402
 from hostlog.spool.spool import Spool  # noqa: E402
 

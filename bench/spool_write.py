@@ -30,7 +30,7 @@ from pathlib import Path
 import lz4.block
 import psutil
 
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool

@@ -19,8 +19,8 @@ import argparse
 import statistics
 import time
 
-from hostlog.collectors.syslog_framing import SyslogFramer
-from hostlog.collectors.syslog_parse import parse_messages
+from hostlog.collectors.syslog.framing import SyslogFramer
+from hostlog.collectors.syslog.parse import parse_messages
 
 BATCH = 512
 

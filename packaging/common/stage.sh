@@ -90,8 +90,8 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 \
   || die "the installed tree does not import"
 # setup.py builds the syslog splitter as optional (a source install without a
 # compiler still works); a package must not ship without it.
-"$venv/bin/python" -B -c 'import hostlog.collectors._syslog5424' \
-  || die "hostlog.collectors._syslog5424 was not built (gcc, python3-dev)"
+"$venv/bin/python" -B -c 'import hostlog.collectors.syslog._syslog5424' \
+  || die "hostlog.collectors.syslog._syslog5424 was not built (gcc, python3-dev)"
 
 # /etc/hostlog/agent.toml from the installed code's own default.
 install -d "$stage/etc/hostlog"

@@ -171,7 +171,7 @@ def build_stores(root: Path, export: bytes) -> dict[str, Any]:
     """The entries of an export stream as a journal file and as a spool."""
     need(JOURNAL_REMOTE.exists(), f"{JOURNAL_REMOTE} (Debian package systemd-journal-remote)")
     need(JOURNALCTL is not None, "journalctl")
-    from hostlog.query.journal_fields import journal_to_record, parse_export
+    from hostlog.journal.fields import journal_to_record, parse_export
     from hostlog.spool.keys import Keyring
     from hostlog.spool.spool import Spool
     from hostlog.record import Columns
@@ -197,7 +197,7 @@ def build_stores(root: Path, export: bytes) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[str, Any]:
     """The dataset as a journal file and as a spool."""
-    from hostlog.query.journal_fields import format_export_entry
+    from hostlog.journal.fields import format_export_entry
 
     need(FIXTURE.exists(), f"the recorded journald fixture {FIXTURE}")
     root = tmp_path_factory.mktemp("query-vs-journalctl")
@@ -272,7 +272,7 @@ def assert_same(mode: str, ours: subprocess.CompletedProcess[bytes],
         for o, t in zip(mine, their):
             assert comparable(o) == comparable(t)
     elif mode == "export":
-        from hostlog.query.journal_fields import parse_export
+        from hostlog.journal.fields import parse_export
         mine, their = parse_export(ours.stdout), parse_export(theirs.stdout)
         assert len(mine) == len(their)
         for o, t in zip(mine, their):
@@ -566,7 +566,7 @@ def test_several_priority_or_message_values_count_by_the_one_shown(tmp_path):
     """Of an entry with several PRIORITY (or MESSAGE) values, -p (-g) looks at
     the last, the one short output shows and colours by; journalctl 252 takes
     any PRIORITY and greps the first MESSAGE."""
-    from hostlog.query.journal_fields import format_export_entry
+    from hostlog.journal.fields import format_export_entry
 
     def entry(n: int, *fields: tuple[str, str]) -> bytes:
         return format_export_entry([_field("__REALTIME_TIMESTAMP", str(1_700_000_000_000_000 + n)),

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.errors import FrameAuthError
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.metrics import Metrics
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.record import Record
 from hostlog.spool.keys import Keyring

@@ -26,7 +26,7 @@ from hostlog.agent import wiring
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.metrics import make_metrics
 from hostlog.agent.control import MAX_REQUEST, ControlError, ControlServer, peer_allowed
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.cli import ctl_cmd
 from hostlog.collectors.base import CollectorContext
 from hostlog.config import load_config

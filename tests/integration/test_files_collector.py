@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-import hostlog.collectors.files as files_mod
-from hostlog.collectors.files import FileCollector
+import hostlog.collectors.files.collector as files_mod
+from hostlog.collectors.files.collector import FileCollector
 from hostlog.config import FileSource
 from hostlog.record import Record
 from tests.conftest import need

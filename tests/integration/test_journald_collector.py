@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from hostlog.collectors.journald import JournaldCollector
+from hostlog.collectors.journald.collector import JournaldCollector
 from hostlog.config import JournaldSource
-from hostlog.query.journal_fields import journal_to_record, parse_export
+from hostlog.journal.fields import journal_to_record, parse_export
 from hostlog.record import Record
 from tests.conftest import need
 from tests.integration.helpers import (SpoolHarness, StandaloneJournald, build_journal, export_entry,
@@ -141,10 +141,10 @@ def test_both_readers_map_every_shape_as_journal_to_record(tmp_path: Path, corpo
     """The compiled reader and the Python one, over a real journal file with
     entries of every odd shape and the shared fixture, against
     journal_to_record of each entry as systemd-python reads it."""
-    from hostlog.collectors import journald as journald_module
+    from hostlog.collectors.journald import collector as journald_module
     if compiled:
         need(journald_module._journald_read is not None,
-             "hostlog.collectors._journald_read (the package built with libsystemd-dev)")
+             "hostlog.collectors.journald._journald_read (the package built with libsystemd-dev)")
     fixture = (corpora / "journald" / "fixture" / "fixture.export").read_bytes()
     jdir = tmp_path / "j"
     build_journal(odd_export() + fixture, jdir / "odd.journal")

@@ -22,9 +22,9 @@ import psutil
 import pytest
 
 
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.process import AppError, ProcessSupervisor
+from hostlog.collectors.process.supervisor import AppError, ProcessSupervisor
 from hostlog.config import App
 from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring

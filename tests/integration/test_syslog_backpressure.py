@@ -5,7 +5,7 @@ import socket
 from types import SimpleNamespace
 
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.syslog import SyslogCollector
+from hostlog.collectors.syslog.collector import SyslogCollector
 from hostlog.config import parse_config
 from tests.agentproc import free_port
 

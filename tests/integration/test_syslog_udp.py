@@ -20,17 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors import syslog_datagram
+from hostlog.collectors.syslog import datagram as syslog_datagram
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.syslog import SyslogCollector
-from hostlog.collectors.syslog_datagram import kernel_drops
-from hostlog.collectors.syslog_parse import parse_message
+from hostlog.collectors.syslog.collector import SyslogCollector
+from hostlog.collectors.syslog.datagram import kernel_drops
+from hostlog.collectors.syslog.parse import parse_message
 from hostlog.config import parse_config
 from hostlog.record import Record
 from tests.agentproc import free_port
 from tests.conftest import need
 from tests.integration.helpers import SpoolHarness, wait_until
-from tests.unit.collectors.test_syslog_parse_batch import line_3164, line_5424
+from tests.unit.collectors.syslog.test_parse_batch import line_3164, line_5424
 
 
 @pytest.fixture(params=["compiled", "python"])
@@ -38,7 +38,7 @@ def read_path(request, monkeypatch) -> str:
     """Each test runs with recvmmsg in C and with the Python fallback."""
     if request.param == "compiled":
         need(syslog_datagram._syslog5424 is not None,
-             "hostlog.collectors._syslog5424 (the package built with a C compiler)")
+             "hostlog.collectors.syslog._syslog5424 (the package built with a C compiler)")
     else:
         monkeypatch.setattr(syslog_datagram, "_syslog5424", None)
     return request.param

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from hostlog.collectors.syslog_parse import parse_message
+from hostlog.collectors.syslog.parse import parse_message
 from tests.agentproc import free_port, wait_for
 from tests.conftest import need
 from tests.integration.helpers import StandaloneJournald

@@ -24,12 +24,12 @@ from typing import Any
 
 from hostlog import __version__
 from hostlog.agent import wiring as wire
-from hostlog.agent.checkpoints import CheckpointFiles
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.credentials import credential_key_file
 from hostlog.agent.metrics import Metrics, make_metrics
 from hostlog.agent.notify import notify, watchdog_interval
-from hostlog.agent.spool_writer import SpoolWriter
+from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
 from hostlog.record import Columns
@@ -42,13 +42,13 @@ log = logging.getLogger("hostlog.agent")
 def build_collector(source: Any, context: CollectorContext, config: Config) -> Any:
     """The collector for one ``[[source]]`` section."""
     if source.type == "syslog":
-        from hostlog.collectors.syslog import SyslogCollector
+        from hostlog.collectors.syslog.collector import SyslogCollector
         return SyslogCollector(source, context, tls=config.tls)
     if source.type == "journald":
-        from hostlog.collectors.journald import JournaldCollector
+        from hostlog.collectors.journald.collector import JournaldCollector
         return JournaldCollector(source, context)
     if source.type == "file":
-        from hostlog.collectors.files import FileCollector
+        from hostlog.collectors.files.collector import FileCollector
         return FileCollector(source, context)
     raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
 
@@ -230,8 +230,9 @@ class Agent:
             # One source that cannot start (port in use, bad path) must not take
             # the others down: report it, loudly, and go on.
             log.error("source %s did not start: %s", source.name, exc)
-            self.writer and self.context.sink.submit(Columns.of([self.context.notice(
-                "hostlog", f"source {source.name} did not start: {exc}", severity=3)]))
+            if self.writer is not None:
+                self.context.sink.submit(Columns.of([self.context.notice(
+                    "hostlog", f"source {source.name} did not start: {exc}", severity=3)]))
             return
         self.collectors[source.name] = (source, collector)
 
@@ -254,7 +255,6 @@ def run_agent(config_path: str | None) -> int:
         config = load_config(path)
     try:
         import uvloop
-        runner = uvloop.run
     except ImportError:  # uvloop is optional: plain asyncio works, only slower
-        runner = asyncio.run
-    return runner(Agent(config, path).run())
+        return asyncio.run(Agent(config, path).run())
+    return uvloop.run(Agent(config, path).run())

@@ -30,7 +30,7 @@ from hostlog.config import Config, parse_host_port
 
 if TYPE_CHECKING:
     from hostlog.agent.wiring import WiredAgent
-    from hostlog.collectors.process import ProcessSupervisor
+    from hostlog.collectors.process.supervisor import ProcessSupervisor
 
 log = logging.getLogger("hostlog.metrics")
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from hostlog.agent import commands
 from hostlog.agent.control import ControlServer
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.process import ProcessSupervisor
+from hostlog.collectors.process.supervisor import ProcessSupervisor
 from hostlog.config import Config
 from hostlog.errors import ControlError
 
@@ -44,7 +44,7 @@ class WiredAgent(Protocol):
     config_path: Path | None
     context: CollectorContext | None
     spool: Any  # hostlog.spool.spool.Spool | None
-    writer: Any  # hostlog.agent.spool_writer.SpoolWriter | None
+    writer: Any  # hostlog.spool.writer.SpoolWriter | None
     collectors: dict[str, Any]
     started: float
     metrics: Any  # hostlog.agent.metrics.Metrics | None

@@ -245,7 +245,7 @@ def _highlighting(formatter, grep):
 
 def _distinct(reader, query, args) -> int:
     """-F FIELD, --list-apps, --list-hosts: distinct values, in order of first sight."""
-    from hostlog.query.journal_fields import field_values
+    from hostlog.journal.fields import field_values
     from hostlog.query.run import iter_selected
 
     seen: dict[bytes, None] = {}

@@ -9,7 +9,7 @@ source can replay, saves its position with ``context.checkpoints`` from the
 A callback made by :class:`hostlog.collectors.checkpoint.DurableCheckpoint`
 also carries ``.position = (name, value)``: the spool writer records it with
 the seq its frame ends at before writing the frame, so that after kill -9 the
-source resumes exactly where the spool ends (``agent/checkpoints.py``).
+source resumes exactly where the spool ends (``spool/checkpoints.py``).
 
 Collectors do not import the spool: the sink and the checkpoint store are
 given to them, so a test can give them a fake of each.

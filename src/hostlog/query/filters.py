@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
-from hostlog.query.journal_fields import ABSENT_FIELD, field_values
+from hostlog.journal.fields import ABSENT_FIELD, field_values
 from hostlog.query.priority import priority_matches
 from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry

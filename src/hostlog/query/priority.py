@@ -30,7 +30,7 @@ that had no PRIORITY remembers that (see journal_fields), and
 from __future__ import annotations
 
 from hostlog.errors import PriorityError
-from hostlog.query.journal_fields import ABSENT_FIELD, field_values
+from hostlog.journal.fields import ABSENT_FIELD, field_values
 from hostlog.record import SEVERITY_NAMES, Record
 
 __all__ = ["ALL_LEVELS", "PriorityError", "parse_priority", "priority_matches", "selects_all"]

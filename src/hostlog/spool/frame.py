@@ -108,7 +108,7 @@ class SegmentHeader:
 class FrameHeader:
     key_id: int
     first_seq: int
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count: the frame's record count)
     ts_min: int
     ts_max: int
     severity_mask: int

@@ -181,7 +181,8 @@ class SegmentReader:
             off += h.size
         end = entries[-1].offset + entries[-1].size if entries else F.SEGMENT_HEADER_SIZE
         sealed = footer is not None and off == footer_start
-        return SegmentIndex(entries, sealed, end, damage, footer[1] if sealed else None)
+        return SegmentIndex(entries, sealed, end, damage,
+                            footer[1] if footer is not None and sealed else None)
 
     def _find_next_frame(self, start: int, stop: int) -> int | None:
         """The offset of the next intact frame after damage, to resynchronise."""

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.chunk import FIELDS, MSG, FrameColumns
-from hostlog.query.journal_fields import journal_to_record
+from hostlog.journal.fields import journal_to_record
 from hostlog.query.output import Formatter
 from hostlog.query.run import ColumnPick, Printer
 from hostlog.chunk import decode_chunk, encode_chunk

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from hostlog.chunk import FrameColumns
 from hostlog.query.filters import Query, _GrepScan, compile_grep, mangle_unit, parse_matches, unit_names
-from hostlog.query.journal_fields import journal_to_record
+from hostlog.journal.fields import journal_to_record
 from hostlog.chunk import ChunkError, encode_chunk
 from hostlog.record import Record
 

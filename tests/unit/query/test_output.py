@@ -31,7 +31,7 @@ import pytest
 
 from tests.conftest import need
 
-from hostlog.query.journal_fields import (
+from hostlog.journal.fields import (
     field_values,
     journal_to_record,
     parse_export,

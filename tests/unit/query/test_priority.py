@@ -16,7 +16,7 @@ from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.query.journal_fields import journal_to_record, parse_export
+from hostlog.journal.fields import journal_to_record, parse_export
 from hostlog.query.priority import (
     ALL_LEVELS,
     PriorityError,

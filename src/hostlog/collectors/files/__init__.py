@@ -1,0 +1,1 @@
+"""The file collector: tailing, rotation, offsets, and the line framer."""

@@ -1,0 +1,1 @@
+"""Supervised applications: the supervisor, one child's lifecycle, the line rules."""

@@ -1,0 +1,388 @@
+"""The batch path of :func:`hostlog.collectors.syslog.parse.parse_messages`.
+
+:func:`_parse_batch` reads a batch of the common RFC 5424 / RFC 3164 shapes
+without a Python loop per message, and gives exactly the records
+``[parse_message(raw) for raw in raws]`` would give. It hands every message
+it does not read itself to the per-message parser of
+:mod:`hostlog.collectors.syslog.parse`, and takes its time bases from
+:mod:`hostlog.collectors.syslog.clock`. This module imports both;
+``syslog_parse`` imports this one only when ``parse_messages`` is called.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import repeat
+from operator import add
+
+from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog.parse import _SD_NAME, _parse_safe, _pid, _structured_data
+from hostlog.collectors.syslog.clock import (
+    _MISS,
+    _NS,
+    _cached,
+    _local_day,
+    _local_minute,
+    _new_local_day,
+    _offset,
+    _utc_second,
+    _utc_seconds,
+)
+from hostlog.record import Columns, Record
+
+try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)
+    from hostlog.collectors.syslog import _syslog5424 as _syslog5424
+except ImportError:  # pragma: no cover - tested where the extension is built
+    _syslog5424 = None
+
+# --- batches ---------------------------------------------------------------
+# parse_messages() joins a batch with LF (trailers stripped as parse_message
+# strips them) and decodes it once (a batch with a NUL inside a message, or
+# that is not UTF-8, goes message by message). One re.split with the
+# batch regex of the batch's format (sniffed from its first line) then yields,
+# per line it takes whole, its groups and, after them, the text up to the
+# next line it takes: MSG, followed by any line the regex did not take (those
+# go to parse_message, in their place; a message holding an LF, possible with
+# octet counting and datagrams, sends the whole batch message by message).
+# Columns are list slices of the split result; every per-message step after
+# that is a C-level map over a column with a table built per batch from its
+# distinct values (seconds, zones, pids, MSGIDs, SD texts), so Python code
+# runs per distinct value, not per message. The batch regexes accept a subset
+# of what the per-message parser accepts, and give everything they take the
+# same meaning (tests/unit/collectors/test_syslog_parse_batch.py holds batches
+# to parse_message, field order included).
+
+_FAST_PRI = r"<(1[0-8][0-9]|19[01]|[1-9][0-9]?|0)>"  # 0..191, no leading zero (6.2.1)
+# RFC 5424 with VERSION 1 and a TIMESTAMP; STRUCTURED-DATA is captured whole
+# and parsed per message (only where it is not "-"). No class matches LF, so
+# a match never spans two lines.
+_SD_VALUE_LINE = r'[^"\\\]\n]*(?:\\[^\n][^"\\\]\n]*)*'
+_SD_ELEMENT_LINE = (r'\[' + _SD_NAME + r'(?: ' + _SD_NAME + r'="' + _SD_VALUE_LINE + r'")*\]')
+_SPLIT5424 = re.compile(
+    r"\n" + _FAST_PRI + r"1 "
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2}) "
+    r"([!-~]{1,255}) ([!-~]{1,48}) ([!-~]{1,128}) ([!-~]{1,32}) "
+    r"(-|(?:" + _SD_ELEMENT_LINE + r")+)(?: \ufeff?|(?=\n)|\Z)")
+_GROUPS5424 = 9
+# RFC 3164 with PRI, a BSD TIMESTAMP, a HOSTNAME or none, and a TAG
+# "name:", "name[pid]:" or "name[pid]". HOSTNAME and TAG name hold no ":",
+# "[" or "]", so a word the per-message rules read as a TAG is never taken
+# for a HOSTNAME here, and the reverse.
+_SPLIT3164 = re.compile(
+    r"\n" + _FAST_PRI + r"([A-Za-z]{3} {1,2}[0-9]{1,2} (?:[0-9]{4} )?[0-9]{2}:[0-9]{2})"
+    r":([0-9]{2})(?:\.([0-9]{1,6}))? (?:([^ \n:\[\]]+) )?([^ \n:\[\]]+)"
+    r"(?:\[([1-9][0-9]{0,8}|0)\]:?|:)(?: |(?=\n)|\Z)")
+_GROUPS3164 = 7
+_SNIFF5424 = re.compile(r"\n<[0-9]{1,3}>[1-9]")
+
+_SEVERITY = {str(p): p & 7 for p in range(192)}
+_FACILITY = {str(p): p >> 3 for p in range(192)}
+_SECOND_NS = {"%02d" % s: s * _NS for s in range(60)}
+_NONE_EMPTY = {None: ""}
+_TRAILERS = (b"\n", b"\x00")
+_NO_PID = {None: None, "-": None}
+_PID_CACHE_MAX = 16384  # PROCID texts: a busy host has a few thousand processes
+_pids: dict[str | None, int | None] = dict(_NO_PID)  # PROCID text -> pid (None: no pid)
+#: fractions of 1 to 3 digits (and none) -> ns
+_FRAC_MS = {None: 0, **{f"{v:0{n}d}": v * 10 ** (9 - n)
+                        for n in (1, 2, 3) for v in range(10 ** n)}}
+_NIL_EMPTY = {"-": ""}
+
+
+def _frac_ns(fracs: list[str | None]):
+    """TIME-SECFRAC digits -> ns ("123" -> 123_000_000, None -> 0), lazily."""
+    if _FRAC_MS.keys() >= set(fracs):  # none, or up to milliseconds: a table
+        return map(_FRAC_MS.__getitem__, fracs)
+    # finer: right-pad to 9 digits, then int(), all C-level
+    return map(int, map(str.ljust, map(_NONE_EMPTY.get, fracs, fracs), repeat(9), repeat("0")))
+
+
+def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
+                 peer: str | None) -> list[Record] | None:
+    """The batch path of parse_messages; None: parse message by message."""
+    kinds = set(map(type, raws))
+    if not kinds <= {bytes, TruncatedFrame}:
+        return None
+    joined = b"\n".join(raws)
+    if b"\x00" in joined or b"\n\n" in joined or joined.endswith(b"\n"):
+        # datagrams often end with LF, CR LF or NUL: strip those as
+        # parse_message does; a NUL left inside a message goes one by one
+        joined = b"\n".join([raw.rstrip(b"\r\n\x00") if raw.endswith(_TRAILERS) else raw
+                             for raw in raws])
+        if b"\x00" in joined:
+            return None
+    try:
+        text = "\n" + joined.decode()
+    except UnicodeDecodeError:
+        return None
+    if _SNIFF5424.match(text):
+        stride = _GROUPS5424 + 1
+        parts = _SPLIT5424.split(text)
+    else:
+        stride = _GROUPS3164 + 1
+        parts = _SPLIT3164.split(text)
+    n = len(parts) // stride
+    if n == 0:
+        return None
+    msgs = parts[stride::stride]
+    # Every line taken and none left over means one line per message. An LF
+    # inside a message (octet counting, datagrams) breaks that: then the
+    # batch goes one by one.
+    if parts[0] or n != len(raws) or "\n" in "".join(msgs):
+        if joined.count(b"\n") != len(raws) - 1:
+            return None
+        # Some lines were not taken: they sit in parts[0] (before the first
+        # line taken) and after the MSG of the line taken before them.
+        line = parts[0].count("\n")
+        rows = []
+        for j, m in enumerate(msgs):
+            rows.append(line)
+            extra = m.count("\n")
+            if extra:
+                msgs[j] = m[:m.index("\n")]
+                line += extra
+            line += 1
+    else:
+        rows = None
+    redo: set[int] = set()  # rows parse_message reads instead (rare)
+    if stride == _GROUPS5424 + 1:
+        recs = _columns5424(parts, msgs, redo, received_ns, default_host, peer)
+    else:
+        recs = _columns3164(parts, msgs, redo, received_ns, default_host, peer)
+    if TruncatedFrame in kinds:
+        lines = rows if rows is not None else range(n)
+        redo.update(j for j, i in enumerate(lines) if type(raws[i]) is TruncatedFrame)
+    for j in redo:
+        recs[j] = _parse_safe(raws[j if rows is None else rows[j]], received_ns,
+                              default_host, peer)
+    if rows is None:
+        return recs
+    out: list[Record | None] = [None] * len(raws)
+    for i, rec in zip(rows, recs):
+        out[i] = rec
+    for i, rec in enumerate(out):
+        if rec is None:
+            out[i] = _parse_safe(raws[i], received_ns, default_host, peer)
+    return out  # type: ignore[return-value]
+
+
+def _rows_where(column: list, bad: set) -> list[int]:
+    return [j for j, v in enumerate(column) if v in bad]
+
+
+def _columns5424(parts: list, msgs: list[str], redo: set[int], received_ns: int,
+                 default_host: str, peer: str | None) -> list[Record]:
+    pri, secs, fracs, zones, hosts, apps, procids, msgids, sds = (
+        parts[k::_GROUPS5424 + 1] for k in range(1, _GROUPS5424 + 1))
+    # TIMESTAMP: (seconds - offset) per distinct (second, zone), + fraction
+    zone_set = set(zones)
+    if len(zone_set) == 1:
+        keys: list = secs
+        pairs = [(s, zones[0]) for s in set(secs)]
+    else:
+        keys = list(zip(secs, zones))
+        pairs = list(set(keys))
+    bases: dict = {}
+    bad = set()
+    for s, z in pairs:
+        b = _utc_seconds.get(s, _MISS)
+        if b is _MISS:
+            b = _cached(_utc_seconds, s, _utc_second)
+        off = 0 if z == "Z" else _offset(z)
+        key = s if keys is secs else (s, z)
+        if b is None or off is None:
+            bad.add(key)
+            bases[key] = 0
+        else:
+            bases[key] = (b - off) * _NS
+    if bad:
+        redo.update(_rows_where(keys, bad))
+    ts = list(map(add, map(bases.__getitem__, keys), _frac_ns(fracs)))
+    # PROCID: a pid, or NILVALUE, or (odd) a "procid" field
+    pid_of = _pids_of(procids)
+    distinct = set(procids)
+    distinct.discard("-")
+    odd = None in map(pid_of.__getitem__, distinct)  # some PROCID is not a pid
+    pids = list(map(pid_of.__getitem__, procids))
+    # fields: copies of one dict per distinct MSGID (order as parse_message)
+    if not odd:
+        proto = {}
+        for m in set(msgids):
+            f = {} if m == "-" else {"msgid": m}
+            if peer is not None:
+                f["peer"] = peer
+            proto[m] = f
+        fields = list(map(dict.copy, map(proto.__getitem__, msgids)))
+    else:
+        fields = [_fields5424(p, m, pid_of, peer) for p, m in zip(procids, msgids)]
+    if sds.count("-") != len(sds):
+        # STRUCTURED-DATA: parsed once per distinct text (senders repeat it,
+        # e.g. logger's timeQuality), its fields put before "peer"
+        parsed: dict[str, tuple | None] = {}
+        for j, sd in enumerate(sds):
+            if sd == "-":
+                continue
+            items = parsed.get(sd, _MISS)
+            if items is _MISS:
+                sd_fields: dict[str, str | bytes] = {}
+                ok = _structured_data(sd, 0, sd_fields, True) == len(sd)
+                items = parsed[sd] = tuple(sd_fields.items()) if ok else None
+            if items is None:
+                redo.add(j)
+                continue
+            f = fields[j]
+            f.pop("peer", None)
+            f.update(items)
+            if peer is not None:
+                f["peer"] = peer
+    return list(map(Record, ts, msgs, map({"-": default_host}.get, hosts, hosts),
+                    repeat("syslog"), map(_NIL_EMPTY.get, apps, apps), pids,
+                    map(_SEVERITY.__getitem__, pri), map(_FACILITY.__getitem__, pri), fields))
+
+
+def _pids_of(procids: list[str | None]) -> dict[str | None, int | None]:
+    """A table holding every PROCID of the batch -> its pid (None: no pid).
+
+    The pid of a PROCID text never changes, so the cache is only ever added
+    to; once full, PROCIDs it lacks are looked up for their batch alone.
+    """
+    distinct = set(procids)
+    missing = distinct.difference(_pids)
+    if not missing:
+        return _pids
+    if len(_pids) + len(missing) <= _PID_CACHE_MAX:
+        for p in missing:
+            _pids[p] = _pid(p)  # type: ignore[arg-type]
+        return _pids
+    return {p: _pids[p] if p in _pids else _pid(p) for p in distinct}  # type: ignore[arg-type]
+
+
+def _fields5424(procid: str, msgid: str, pid_of: dict, peer: str | None) -> dict:
+    f: dict[str, str | bytes] = {}
+    if procid != "-" and pid_of[procid] is None:
+        f["procid"] = procid
+    if msgid != "-":
+        f["msgid"] = msgid
+    if peer is not None:
+        f["peer"] = peer
+    return f
+
+
+def _columns3164(parts: list, msgs: list[str], redo: set[int], received_ns: int,
+                 default_host: str, peer: str | None) -> list[Record]:
+    pri, minutes, secs, fracs, hosts, apps, procids = (
+        parts[k::_GROUPS3164 + 1] for k in range(1, _GROUPS3164 + 1))
+    # TIMESTAMP: local minute base per distinct "Mmm dd [yyyy] hh:mm", as _bsd_ns
+    if not _local_day[0] <= received_ns < _local_day[1]:
+        _new_local_day(received_ns)
+    bases = {}
+    bad = set()
+    for k in set(minutes):
+        b = _local_minute(k, received_ns)
+        if b is None:
+            bad.add(k)
+            bases[k] = 0
+        else:
+            bases[k] = b * _NS
+    if bad:
+        redo.update(_rows_where(minutes, bad))
+    bad_secs = set(secs).difference(_SECOND_NS)
+    if bad_secs:
+        redo.update(_rows_where(secs, bad_secs))
+    ts = list(map(add, map(add, map(bases.__getitem__, minutes),
+                           map(_SECOND_NS.get, secs, repeat(0))), _frac_ns(fracs)))
+    pid_of = _pids_of(procids)
+    proto: dict = {} if peer is None else {"peer": peer}
+    return list(map(Record, ts, msgs, map({None: default_host}.get, hosts, hosts),
+                    repeat("syslog"), map(_NONE_EMPTY.get, apps, apps),
+                    map(pid_of.__getitem__, procids), map(_SEVERITY.__getitem__, pri),
+                    map(_FACILITY.__getitem__, pri), map(dict.copy, repeat(proto, len(msgs)))))
+
+
+# --- batches as columns -------------------------------------------------------
+# The collector's path: the compiled split() reads the RFC 5424 frames it
+# can (see _syslog5424.c) straight into columns; fields dicts are made once
+# per distinct MSGID and STRUCTURED-DATA text and shared by the rows that
+# have them (Columns rows are read-only). Frames it leaves, and a batch that
+# is mostly something else (RFC 3164), are parsed by the Python parsers.
+
+
+def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
+                   peer: str | None) -> Columns | None:
+    """parse_messages as Columns; None: use the Record path."""
+    if _syslog5424 is None:
+        return None
+    split = _syslog5424.split(raws, received_ns, default_host)
+    return _columns(split, raws, received_ns, default_host, peer)
+
+
+def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | None,
+                 max_message: int) -> Columns | None:
+    """The frames of a LineBlock or OctetBlock (plain bytes: lines) as
+    Columns; None: split the block with the framer and parse the frames."""
+    if _syslog5424 is None:
+        return None
+    split = _syslog5424.split_block(block, received_ns, default_host, max_message,
+                                    type(block) is OctetBlock)
+    if split is None:
+        return None
+    return _columns(split, block, received_ns, default_host, peer)
+
+
+def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_host: str,
+             peer: str | None) -> Columns | None:
+    """Columns from what split() or split_block() returned; None: use the
+    Record path. ``raws`` are the frames, or the block: a frame the Python
+    parser must redo after a look at its STRUCTURED-DATA comes from there."""
+    block = raws if isinstance(raws, bytes) else None
+    ts, hosts, apps, pids, sevs, facs, msgs, msgids, sds, redo = split
+    # a block's size bounds its text: no pass over the messages to measure them
+    text_size = None if block is None else len(block)
+    n = len(ts)
+    if len(redo) * 2 > n:
+        return None  # mostly not the common RFC 5424 shape: the batch regexes read it
+    # the rows split() left hold their frame in msg
+    redo_raws = [msgs[j] for j in redo]
+    by_msgid: dict[str | None, dict] = {}
+    for m in set(msgids):
+        f = {} if m is None else {"msgid": m}
+        if peer is not None:
+            f["peer"] = peer
+        by_msgid[m] = f
+    fields = list(map(by_msgid.__getitem__, msgids))
+    by_sd: dict[tuple[str | None, str], dict | None] = {}
+    if sds.count(None) != n:
+        for j, sd in enumerate(sds):
+            if sd is None:
+                continue
+            key = (msgids[j], sd)
+            f = by_sd.get(key, _MISS)
+            if f is _MISS:
+                sd_fields: dict[str, str | bytes] = {}
+                if _structured_data(sd, 0, sd_fields, True) == len(sd):
+                    f = {} if msgids[j] is None else {"msgid": msgids[j]}
+                    f.update(sd_fields)
+                    if peer is not None:
+                        f["peer"] = peer
+                else:
+                    f = None  # e.g. an SD-ID twice: parse_message says so
+                by_sd[key] = f
+            if f is None:
+                if raws is block:  # rare: the block's frames are split once (no cuts:
+                    raws = SyslogFramer(len(block)).split_block(block)  # split_block took it)
+                redo.append(j)
+                redo_raws.append(raws[j])
+            else:
+                fields[j] = f
+    columns = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields, [""] * n,
+               [0] * n]
+    # every fields dict of the batch, for the spool's frame index
+    pool = [*by_msgid.values(), *filter(None, by_sd.values())]
+    for j, raw in zip(redo, redo_raws):
+        rec = _parse_safe(raw, received_ns, default_host, peer)
+        (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (
+            rec.ts, rec.host, rec.app, rec.pid, rec.severity, rec.facility, rec.msg,
+            rec.fields)
+        pool.append(rec.fields)
+    return Columns(columns, text_size=text_size, fields_pool=pool)
