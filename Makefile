@@ -11,7 +11,7 @@ APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsysl
                 libsystemd-dev pkg-config gcc procps iproute2 openssl \
                 lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser
 
-.PHONY: run test deps venv bench clean faults
+.PHONY: run test deps venv bench clean faults lint
 
 run: venv
 	@echo "hostlog agent: built-in default (syslog on udp+tcp 127.0.0.1:5514)."
@@ -20,8 +20,13 @@ run: venv
 	@echo "  stop:  Ctrl-C"
 	$(BIN)/hostlog agent
 
-test: deps venv
+test: deps venv lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# ruff (lint, import order) and mypy (types; pyproject.toml says which modules)
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 # the fault suite's long version (tests/faults; `make test` runs the short one)
 faults: deps venv

@@ -50,13 +50,13 @@ from typing import Any
 
 import psutil
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process.supervisor import ProcessSupervisor
 from hostlog.config import App
 from hostlog.record import Columns
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[0].parent / "shared" / "corpora" / "loghub" / "Linux_2k.log"

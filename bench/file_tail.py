@@ -27,14 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.spool.checkpoints import CheckpointFiles
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.files.collector import FileCollector
 from hostlog.collectors.files.lines import LineFramer, decode_messages
 from hostlog.config import FileSource
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "loghub"
 

@@ -39,7 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.query.filters import Query
 from hostlog.query.run import select
 from hostlog.record import Columns, Record
@@ -47,6 +46,7 @@ from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 HOSTLOG = [sys.executable, "-m", "hostlog.cli.main"]
 

@@ -32,13 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hostlog.spool.checkpoints import CheckpointFiles
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.journald.collector import JournaldCollector
 from hostlog.config import JournaldSource
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "loghub"
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"

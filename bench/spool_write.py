@@ -30,10 +30,10 @@ from pathlib import Path
 import lz4.block
 import psutil
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "loghub"
 

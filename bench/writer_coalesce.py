@@ -38,10 +38,10 @@ import threading
 import time
 from pathlib import Path
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 HOSTLOG = [sys.executable, "-m", "hostlog.cli.main"]
 PROBE_EVERY = 50  # every 50th line of app 0 is a probe that carries its submit time
@@ -200,7 +200,7 @@ def main() -> None:
           "| submit → written, p50 / max | submit → shown by `query -f`, p50 / max |")
     print("|---|---|---|---|---|---|")
     for name, runs in results.items():
-        med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        med = lambda key, runs=runs: statistics.median(r[key] for r in runs)  # noqa: E731
         per_frame = statistics.median(r["records"] / r["frames"] for r in runs)
         cpu_us = statistics.median(r["cpu"] / r["lines"] * 1e6 for r in runs)
         print(f"| {name} | {per_frame:.1f} | {med('ratio'):.2f}:1 ({backlog:.2f}:1) | {cpu_us:.1f} µs "

@@ -141,7 +141,8 @@ class AgentProcess:
                 self.proc.wait()
 
     def hostlog(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        extra = ["-c", str(self.config)] if self.config.exists() and args[0] in ("query", "spool") and "-D" not in args else []
+        with_config = self.config.exists() and args[0] in ("query", "spool") and "-D" not in args
+        extra = ["-c", str(self.config)] if with_config else []
         cmd = [*HOSTLOG, args[0], *(args[1:2] if args[0] == "spool" else ()), *extra,
                *(args[2:] if args[0] == "spool" else args[1:])]
         res = subprocess.run(cmd, env=self.env, capture_output=True, timeout=120)

@@ -29,7 +29,7 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key) -> tuple[Pat
 def make_pki(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for localhost/127.0.0.1/::1 and a client certificate."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("hostlog test CA"))
           .issuer_name(_name("hostlog test CA")).public_key(ca_key.public_key())

@@ -1,10 +1,8 @@
 """The agent as a user runs it: real process, real logger, real signals."""
 
-import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 

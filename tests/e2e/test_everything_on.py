@@ -35,8 +35,8 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tests.agentproc import HOSTLOG, AgentProcess, free_port, metric_by_label, wait_for
 from tests.conftest import need

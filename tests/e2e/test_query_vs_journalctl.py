@@ -172,9 +172,9 @@ def build_stores(root: Path, export: bytes) -> dict[str, Any]:
     need(JOURNAL_REMOTE.exists(), f"{JOURNAL_REMOTE} (Debian package systemd-journal-remote)")
     need(JOURNALCTL is not None, "journalctl")
     from hostlog.journal.fields import journal_to_record, parse_export
+    from hostlog.record import Columns
     from hostlog.spool.keys import Keyring
     from hostlog.spool.spool import Spool
-    from hostlog.record import Columns
 
     journal = root / "data.journal"
     res = subprocess.run([str(JOURNAL_REMOTE), f"--output={journal}", "-"], input=export,
@@ -512,8 +512,8 @@ def test_lines_with_since_or_until_count_as_journalctl_252_does(stores):
     at --until -- fewer than N, or none."""
     tail = epoch_us(stores["times_us"][-5])
     for ours_or_theirs in (hostlog, journalctl):
-        def pick(*args: str) -> list[tuple[str, str]]:
-            return selection(ours_or_theirs(stores, ["-o", "json", *args]))
+        def pick(*args: str, run=ours_or_theirs) -> list[tuple[str, str]]:
+            return selection(run(stores, ["-o", "json", *args]))
         in_range = pick("-S", "yesterday", "-U", "today")
         assert len(in_range) > 24
         assert pick("-n", "12", "-S", "yesterday", "-U", "today") == in_range[:12]

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.agentproc import AgentProcess, free_port, wait_for
 from tests.conftest import need
 from tests.e2e.test_agent import config
-
-from tests.agentproc import AgentProcess, free_port, wait_for
 
 # The syscalls a process blocked in sending a datagram shows in /proc/PID/syscall.
 SEND_SYSCALLS = {"x86_64": {"44", "46"}, "aarch64": {"206", "211"}}  # sendto, sendmsg

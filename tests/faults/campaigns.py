@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.record import Columns, Record
 from hostlog.spool import frame as F
 from hostlog.spool.inspect import collect_stats
@@ -32,6 +29,7 @@ from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.segment import SegmentReader
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 
 # -- building a spool ---------------------------------------------------------

@@ -8,13 +8,12 @@ timeout; recovery is Spool.open.
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
-from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.errors import FrameAuthError
 from hostlog.spool import frame as F
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 from tests.faults.campaigns import check_read, layout, read_all, write_spool

@@ -11,18 +11,19 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.metrics import Metrics
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.record import Record
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 from tests.conftest import need
 
 JOURNALD = Path("/lib/systemd/systemd-journald")

@@ -5,7 +5,8 @@ autouse there) and run coroutines with :func:`arun`."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 

@@ -23,22 +23,21 @@ from pathlib import Path
 import pytest
 
 from hostlog.agent import wiring
+from hostlog.agent.control import MAX_REQUEST, ControlError, ControlServer, peer_allowed
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.metrics import make_metrics
-from hostlog.agent.control import MAX_REQUEST, ControlError, ControlServer, peer_allowed
-from hostlog.spool.writer import SpoolWriter
 from hostlog.cli import ctl_cmd
 from hostlog.collectors.base import CollectorContext
 from hostlog.config import load_config
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 from tests.agentproc import free_port
 from tests.conftest import need
-
+from tests.integration.loops import arun as _arun  # noqa: E402
 
 # every test on both loops (SO_PEERCRED and child watching differ under uvloop)
 from tests.integration.loops import event_loop_kind  # noqa: E402,F401  (autouse)
-from tests.integration.loops import arun as _arun  # noqa: E402
 
 
 def arun(coro, timeout: float = 60.0):

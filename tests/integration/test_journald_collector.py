@@ -15,8 +15,7 @@ from hostlog.config import JournaldSource
 from hostlog.journal.fields import journal_to_record, parse_export
 from hostlog.record import Record
 from tests.conftest import need
-from tests.integration.helpers import (SpoolHarness, StandaloneJournald, build_journal, export_entry,
-                                       wait_until)
+from tests.integration.helpers import SpoolHarness, StandaloneJournald, build_journal, export_entry, wait_until
 
 try:
     from systemd import journal

@@ -21,8 +21,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process.supervisor import AppError, ProcessSupervisor
 from hostlog.config import App
@@ -30,12 +28,12 @@ from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
-
+from hostlog.spool.writer import SpoolWriter
+from tests.conftest import need  # noqa: E402
+from tests.integration.loops import arun as _arun  # noqa: E402
 
 # every test on both loops (SO_PEERCRED and child watching differ under uvloop)
 from tests.integration.loops import event_loop_kind  # noqa: E402,F401  (autouse)
-from tests.integration.loops import arun as _arun  # noqa: E402
-from tests.conftest import need  # noqa: E402
 
 
 def arun(coro, timeout: float = 90.0):
@@ -108,7 +106,7 @@ class Tee:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return value
 

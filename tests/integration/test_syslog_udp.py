@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors.syslog import datagram as syslog_datagram
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.syslog import datagram as syslog_datagram
 from hostlog.collectors.syslog.collector import SyslogCollector
 from hostlog.collectors.syslog.datagram import kernel_drops
 from hostlog.collectors.syslog.parse import parse_message

@@ -24,17 +24,17 @@ from typing import Any
 
 from hostlog import __version__
 from hostlog.agent import wiring as wire
-from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.credentials import credential_key_file
 from hostlog.agent.metrics import Metrics, make_metrics
 from hostlog.agent.notify import notify, watchdog_interval
-from hostlog.spool.writer import SpoolWriter
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
 from hostlog.record import Columns
+from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
+from hostlog.spool.writer import SpoolWriter
 
 log = logging.getLogger("hostlog.agent")
 

@@ -76,6 +76,6 @@ async def handle(agent: WiredAgent, wiring: Wiring, command: str,
         agent.request_reload()
         try:
             return await asyncio.wait_for(fut, RELOAD_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return {"requested": True}
     raise ControlError(f"unknown command {command!r} (commands: status, start, stop, restart, reload)")

@@ -22,8 +22,9 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from hostlog.errors import ControlError, HostlogError
 
@@ -109,7 +110,7 @@ class ControlServer:
         """Whether something accepts connections on the existing socket file."""
         try:
             _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), 2.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
         writer.close()
         return True

@@ -12,7 +12,7 @@ import os
 import socket
 
 try:
-    from systemd import daemon as _sd_daemon
+    from systemd import daemon as _sd_daemon  # type: ignore[attr-defined]
 except ImportError:  # systemd-python is optional outside the packages
     _sd_daemon = None
 

@@ -9,8 +9,20 @@ Readers dispatch on the version a chunk carries.
 from __future__ import annotations
 
 from hostlog.chunk.v1 import CHUNK_VERSION, decode_chunk, encode_chunk, encode_columns
-from hostlog.chunk.v1_columns import (APP, FACILITY, FIELDS, HOST, MSG, ORIGIN, PID, SEQ_BASE,
-                                      SEVERITY, SOURCE, TS_DELTAS, FrameColumns)
+from hostlog.chunk.v1_columns import (
+                                      APP,
+                                      FACILITY,
+                                      FIELDS,
+                                      HOST,
+                                      MSG,
+                                      ORIGIN,
+                                      PID,
+                                      SEQ_BASE,
+                                      SEVERITY,
+                                      SOURCE,
+                                      TS_DELTAS,
+                                      FrameColumns,
+)
 from hostlog.errors import ChunkError
 
 __all__ = [

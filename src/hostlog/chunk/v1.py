@@ -10,9 +10,9 @@ Columns compress far better than rows under LZ4, and a batch costs one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import chain
 from operator import sub
-from typing import Sequence
 
 import msgpack
 

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hostlog ctl: permission denied on {path} (root, the agent's user and the "
               "socket's group may use it)", file=sys.stderr)
         return 1
-    except socket.timeout:
+    except TimeoutError:
         print(f"hostlog ctl: no answer from the agent within {args.timeout:g}s", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -8,8 +8,9 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from hostlog.cli.main import add_spool_location, spool_location
 from hostlog.query.modes import MODES as OUTPUT_MODES

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hostlog.collectors.base import CheckpointStore, Sink
 from hostlog.record import Columns

@@ -25,25 +25,25 @@ Modules, one concern each (import from ``hostlog.config``, not from them):
 """
 
 from hostlog.config.apps import App
-from hostlog.config.defaults import default_config, default_config_toml, journal_readable
-from hostlog.config.endpoints import Endpoint, parse_endpoint, parse_host_port
-from hostlog.config.errors import ConfigError
-from hostlog.config.loader import load_config, parse_config
-from hostlog.config.schema import Agent, Config, Control, Forward, Receiver, Spool, Tls, default_state_dir
-from hostlog.config.sources import FileSource, JournaldSource, RateLimit, Source, SyslogSource
-from hostlog.config.units import format_duration, format_size, parse_duration, parse_size
 
 # Also importable from hostlog.config, though not in __all__.
 from hostlog.config.defaults import DEFAULT_SYSLOG_LISTEN as DEFAULT_SYSLOG_LISTEN
 from hostlog.config.defaults import JOURNAL_DIRS as JOURNAL_DIRS
+from hostlog.config.defaults import default_config, default_config_toml, journal_readable
 from hostlog.config.endpoints import INET_SCHEMES as INET_SCHEMES
 from hostlog.config.endpoints import UNIX_SCHEMES as UNIX_SCHEMES
+from hostlog.config.endpoints import Endpoint, parse_endpoint, parse_host_port
+from hostlog.config.errors import ConfigError
 from hostlog.config.fields import AbsPath as AbsPath
 from hostlog.config.fields import Duration as Duration
 from hostlog.config.fields import LineSize as LineSize
 from hostlog.config.fields import Name as Name
 from hostlog.config.fields import PositiveDuration as PositiveDuration
 from hostlog.config.fields import Size as Size
+from hostlog.config.loader import load_config, parse_config
+from hostlog.config.schema import Agent, Config, Control, Forward, Receiver, Spool, Tls, default_state_dir
+from hostlog.config.sources import FileSource, JournaldSource, RateLimit, Source, SyslogSource
+from hostlog.config.units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
     "App",

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Collection, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from hostlog.config.apps import App
 from hostlog.config.endpoints import _UNIX_PATH_MAX, Endpoint, parse_endpoint, parse_host_port
 from hostlog.config.errors import _problems
-from hostlog.config.fields import AbsPath, Duration, Name, PositiveDuration, Size, _at_least_size, _not_a_string, _Section, _url
+from hostlog.config.fields import (
+    AbsPath,
+    Duration,
+    Name,
+    PositiveDuration,
+    Size,
+    _at_least_size,
+    _not_a_string,
+    _Section,
+    _url,
+)
 from hostlog.config.sources import Source, SyslogSource
 from hostlog.config.units import format_size
 from hostlog.paths import default_state_dir

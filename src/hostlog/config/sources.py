@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -149,4 +149,4 @@ class FileSource(_Section):
         return value
 
 
-Source = Annotated[Union[SyslogSource, JournaldSource, FileSource], Field(discriminator="type")]
+Source = Annotated[SyslogSource | JournaldSource | FileSource, Field(discriminator="type")]

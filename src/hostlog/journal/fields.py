@@ -53,7 +53,7 @@ fields it holds a ``list`` of those (msgpack encodes lists in the chunk).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
 
 from hostlog.errors import ExportFormatError
 from hostlog.record import Record
@@ -78,7 +78,7 @@ __all__ = [
     "to_entry",
 ]
 
-JournalValue = Union[str, bytes, list]
+JournalValue = str | bytes | list
 #: fields key listing the core journal fields the source entry did not have.
 ABSENT_FIELD = "_HOSTLOG_ABSENT"
 SOURCE_FIELD = "_HOSTLOG_SOURCE"

@@ -24,10 +24,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import add
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
 from hostlog.journal.fields import ABSENT_FIELD, field_values
@@ -462,7 +462,7 @@ def _context_free(pattern: re.Pattern[str]) -> bool:
     try:
         from re import _parser  # type: ignore[attr-defined]
         tree = _parser.parse(pattern.pattern, pattern.flags)
-        from re._constants import AT, AT_BOUNDARY, ASSERT, ASSERT_NOT  # type: ignore
+        from re._constants import ASSERT, ASSERT_NOT, AT, AT_BOUNDARY  # type: ignore
     except Exception:  # another Python's internals: search message by message
         return False
 

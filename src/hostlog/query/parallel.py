@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from hostlog.query.filters import Query
 from hostlog.query.run import ColumnPick, Printer, frame_selected

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
-from hostlog.chunk import FrameColumns
+from hostlog.chunk import ChunkError, FrameColumns
 from hostlog.query.filters import Query
-from hostlog.chunk import ChunkError
 from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.reader import SpoolReader

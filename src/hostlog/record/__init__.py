@@ -12,8 +12,9 @@ codec's business (``hostlog.chunk``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = [
     "COLUMNS",

@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hostlog.errors import SpoolError
 from hostlog.spool.state import read_json, write_json

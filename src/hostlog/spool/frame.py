@@ -26,8 +26,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hostlog.errors import (FrameAuthError, FrameError, FrameHeaderError, FramePayloadError,
-                            SpoolFormatError)
+from hostlog.errors import FrameAuthError, FrameError, FrameHeaderError, FramePayloadError, SpoolFormatError
 
 __all__ = [
     "FRAME_HEADER_SIZE", "FrameAuthError", "FrameError", "FrameHeader", "FrameHeaderError",
@@ -108,7 +107,7 @@ class SegmentHeader:
 class FrameHeader:
     key_id: int
     first_seq: int
-    count: int  # type: ignore[assignment]  # (shadows tuple.count: the frame's record count)
+    count: int
     ts_min: int
     ts_max: int
     severity_mask: int
@@ -212,7 +211,7 @@ class IndexEntry(NamedTuple):
 
     offset: int
     first_seq: int
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count: the frame's record count)
     ts_min: int
     ts_max: int
     severity_mask: int

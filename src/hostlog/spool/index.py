@@ -8,9 +8,10 @@ Pure. The spool computes it for every frame it writes; queries test it
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from itertools import repeat
 from operator import contains
-from typing import Any, Iterable
+from typing import Any
 
 from hostlog.record import Batch
 

@@ -9,11 +9,11 @@ is passed over (it was the oldest; the query asked for what is there now).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Iterator
 
 from hostlog.errors import KeyFileError, SpoolError
 from hostlog.record import Record

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hostlog.errors import SpoolFormatError, WrongKeyError
 from hostlog.chunk import ChunkError, decode_chunk
+from hostlog.errors import SpoolFormatError, WrongKeyError
 from hostlog.record import Record
 from hostlog.spool import frame as F
 from hostlog.spool.keys import Keyring, SegmentKeys, derive_segment_keys

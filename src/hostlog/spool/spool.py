@@ -24,13 +24,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.chunk import encode_columns
+from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.record import Batch
 from hostlog.spool import frame as F
 from hostlog.spool.index import frame_index
 from hostlog.spool.keys import Keyring
-from hostlog.spool.segment import (Damage, SegmentReader, SegmentWriter, segment_first_seq)
+from hostlog.spool.segment import Damage, SegmentReader, SegmentWriter, segment_first_seq
 from hostlog.spool.state import fsync_dir, read_json, write_json
 
 SPOOL_FORMAT = 1

@@ -54,17 +54,17 @@ import os
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Callable
+from typing import Any
 
 from hostlog.errors import SpoolFullError
-from hostlog.record import Batch, Columns
+from hostlog.record import Batch, Columns, OnDurable
 from hostlog.spool.spool import Spool
 
 log = logging.getLogger("hostlog.spool")
 
-OnDurable = Callable[[int], None]
 
 #: A quiet writer still wakes this often to seal old segments and expire data.
 MAINTAIN_EVERY_S = 60.0

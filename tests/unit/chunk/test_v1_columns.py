@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.chunk import FIELDS, MSG, FrameColumns
+from hostlog.chunk import FIELDS, MSG, FrameColumns, decode_chunk, encode_chunk
 from hostlog.journal.fields import journal_to_record
 from hostlog.query.output import Formatter
 from hostlog.query.run import ColumnPick, Printer
-from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.record import Columns, Record
 
 BOOTS = ["11111111111111111111111111111111", "22222222222222222222222222222222"]

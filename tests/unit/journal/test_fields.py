@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.journal.fields import (
     ABSENT_FIELD,
     ExportFormatError,
@@ -36,8 +34,8 @@ from hostlog.journal.fields import (
     record_to_journal,
     to_entry,
 )
-from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.record import Record
+from tests.conftest import need
 
 JOURNALD = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "journald"
 HOSTLOG_KEYS = {"__CURSOR", "_HOSTLOG_SOURCE", "_HOSTLOG_ORIGIN", "_HOSTLOG_SEQ"}

@@ -15,10 +15,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hostlog.chunk import FrameColumns
-from hostlog.query.filters import Query, _GrepScan, compile_grep, mangle_unit, parse_matches, unit_names
+from hostlog.chunk import ChunkError, FrameColumns, encode_chunk
 from hostlog.journal.fields import journal_to_record
-from hostlog.chunk import ChunkError, encode_chunk
+from hostlog.query.filters import Query, _GrepScan, compile_grep, mangle_unit, parse_matches, unit_names
 from hostlog.record import Record
 
 

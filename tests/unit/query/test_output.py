@@ -24,12 +24,11 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
-from tests.conftest import need
 
 from hostlog.journal.fields import (
     field_values,
@@ -42,6 +41,7 @@ from hostlog.query.output import MODES, Formatter, format_bytes
 from hostlog.query.priority import PriorityError, parse_priority, priority_matches
 from hostlog.query.timespec import TimeSpecError, parse_timestamp
 from hostlog.record import Record
+from tests.conftest import need
 
 FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "journald" / "fixture"
 HOSTLOG_EXTRA = {"_HOSTLOG_SOURCE", "_HOSTLOG_ORIGIN", "_HOSTLOG_SEQ"}

@@ -7,12 +7,9 @@ and safe_atou() (src/basic/parse-util.c), which journalctl 252 calls.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +22,7 @@ from hostlog.query.priority import (
     selects_all,
 )
 from hostlog.record import Record
+from tests.conftest import need
 
 FIXTURE = (Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora"
            / "journald" / "fixture" / "fixture.export")

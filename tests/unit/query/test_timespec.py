@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings

@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.chunk import CHUNK_VERSION, ChunkError, decode_chunk, encode_chunk, encode_columns
-
 from hostlog.record import Columns, Record
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from hostlog.errors import KeyFileError, SpoolLockedError, WrongKeyError
 from hostlog.chunk import decode_chunk
+from hostlog.errors import KeyFileError, SpoolLockedError, WrongKeyError
 from hostlog.record import Columns, Record
 from hostlog.spool import frame as F
-from hostlog.spool.inspect import collect_stats
 from hostlog.spool.index import app_bloom_bits
+from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring, add_key, create_key_file
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool

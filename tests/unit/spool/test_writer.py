@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from hostlog.spool.writer import SpoolWriter
 from hostlog.record import Columns, Record
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 from hostlog.spool.state import write_json
+from hostlog.spool.writer import SpoolWriter
 
 
 def recs(n, start=0):

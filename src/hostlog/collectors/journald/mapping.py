@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from itertools import chain, repeat
 from operator import mul
-from typing import Sequence
 
 from hostlog.journal.fields import journal_to_record
 from hostlog.record import Columns

@@ -54,15 +54,25 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
 from hostlog.collectors.base import CollectorContext
-from hostlog.collectors.process.child import (KILL_WAIT, AppError, Child, exit_text,
-                                              find_leftovers, kill_group, read_state, spawn,
-                                              wait_event, write_state)
+from hostlog.collectors.process.child import (
+    KILL_WAIT,
+    AppError,
+    Child,
+    exit_text,
+    find_leftovers,
+    kill_group,
+    read_state,
+    spawn,
+    wait_event,
+    write_state,
+)
 from hostlog.collectors.process.lines import EOF, LINE_MAX, TIMEOUT, Captured, LineCapture
 from hostlog.config import App
 from hostlog.errors import SinkError
@@ -392,7 +402,7 @@ class ProcessSupervisor:
                           fields: dict[str, str]) -> Record:
         log.log(logging.WARNING if severity <= 4 else logging.INFO, "%s", msg)
         return Record(time.time_ns(), msg, self.context.hostname, "process", app, pid, severity,
-                      None, fields)
+                      None, dict(fields))
 
     async def lifecycle(self, app: str, pid: int | None, msg: str, severity: int, **fields: str) -> None:
         record = self._lifecycle_record(app, pid, msg, severity, fields)

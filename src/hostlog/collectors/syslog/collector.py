@@ -192,7 +192,8 @@ class SyslogCollector:
             msg: str | bytes = data.decode()
         except UnicodeDecodeError:
             msg = bytes(data)
-        fields = {"parse_error": f"internal error: {type(exc).__name__}: {exc}"}
+        fields: dict[str, str | bytes | list[str | bytes]] = {
+            "parse_error": f"internal error: {type(exc).__name__}: {exc}"}
         if peer is not None:
             fields["peer"] = peer
         return self._admit(Columns.of([Record(time.time_ns(), msg, self.context.hostname,

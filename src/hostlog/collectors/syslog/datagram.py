@@ -31,7 +31,8 @@ import logging
 import mmap
 import socket
 import struct
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hostlog.collectors.base import CollectorContext

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import re
 
-from hostlog.collectors.syslog.framing import TruncatedFrame
 from hostlog.collectors.syslog.clock import _bsd_ns, _iso_ns, _rfc3339_ns, clear_time_caches
+from hostlog.collectors.syslog.framing import TruncatedFrame
 from hostlog.record import Columns, Record
 
 __all__ = ["clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages"]

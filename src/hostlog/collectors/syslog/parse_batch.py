@@ -15,8 +15,6 @@ import re
 from itertools import repeat
 from operator import add
 
-from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import _SD_NAME, _parse_safe, _pid, _structured_data
 from hostlog.collectors.syslog.clock import (
     _MISS,
     _NS,
@@ -28,6 +26,8 @@ from hostlog.collectors.syslog.clock import (
     _utc_second,
     _utc_seconds,
 )
+from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog.parse import _SD_NAME, _parse_safe, _pid, _structured_data
 from hostlog.record import Columns, Record
 
 try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)

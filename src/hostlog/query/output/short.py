@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from hostlog.journal.fields import ABSENT_FIELD, is_printable
 from hostlog.query.output.colors import ANSI_BLUE, ANSI_NORMAL, _priority, log_colors

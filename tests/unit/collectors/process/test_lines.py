@@ -6,8 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostlog.collectors.process.lines import (EOF, LINE_MAX, TIMEOUT, Line, LineCapture, _cut, _text,
-                                              decode_lines, parse_priority)
+from hostlog.collectors.process.lines import (
+    EOF,
+    LINE_MAX,
+    TIMEOUT,
+    Line,
+    LineCapture,
+    _cut,
+    _text,
+    decode_lines,
+    parse_priority,
+)
 
 
 def run(chunks: list[bytes], *, max_line: int = 64 * 1024, default: int = 6,

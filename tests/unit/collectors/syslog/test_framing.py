@@ -26,14 +26,13 @@ import random
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.collectors.syslog import framing as syslog_framing
 from hostlog.collectors.syslog.framing import LineBlock, OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog.parse import parse_message
+from tests.conftest import need
 
 CORPUS = Path(__file__).resolve().parents[4] / ".." / "shared" / "corpora" / "syslog" / \
     "go-syslog-framing.jsonl"

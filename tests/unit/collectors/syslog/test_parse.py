@@ -29,19 +29,18 @@ import json
 import os
 import re
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.collectors.syslog.framing import TruncatedFrame
 from hostlog.collectors.syslog.parse import clear_time_caches, parse_message, parse_messages
-from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.record import Record
+from tests.conftest import need
 
 CORPORA = Path(__file__).resolve().parents[4] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9  # fixed "now" for year inference
@@ -93,7 +92,7 @@ def _instant_ns(s: str) -> int:
     assert m, s
     y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
     zone = m[8]
-    tz = timezone.utc if zone == "Z" else timezone(
+    tz = UTC if zone == "Z" else timezone(
         (-1 if zone[0] == "-" else 1) * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:])))
     whole = int(datetime(y, mo, d, h, mi, sec, tzinfo=tz).timestamp())
     frac = m[7] or ""

@@ -19,18 +19,16 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostlog.chunk import encode_chunk, encode_columns
 from hostlog.collectors.syslog import parse as syslog_parse
-
 from hostlog.collectors.syslog import parse_batch as syslog_parse_batch
 from hostlog.collectors.syslog.framing import SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog.parse import parse_columns, parse_message, parse_messages
-from hostlog.chunk import encode_chunk, encode_columns
 from hostlog.record import Record
+from tests.conftest import need
 
 CORPORA = Path(__file__).resolve().parents[4] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9

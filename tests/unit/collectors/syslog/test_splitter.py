@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostlog.chunk import encode_chunk, encode_columns
 from hostlog.collectors.syslog import datagram as syslog_datagram
-
 from hostlog.collectors.syslog import parse_batch as syslog_parse_batch
 from hostlog.collectors.syslog.datagram import (
     SO_RXQ_OVFL,
@@ -31,7 +31,6 @@ from hostlog.collectors.syslog.datagram import (
 )
 from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog.parse import parse_block, parse_columns, parse_message
-from hostlog.chunk import encode_chunk, encode_columns
 from tests.conftest import need
 from tests.unit.collectors.syslog.test_parse_batch import LINES_5424, line_5424
 
@@ -443,7 +442,7 @@ def test_compiled_and_python_reads_give_the_same(recv, sockets, datagrams, slots
     got_c, _ = read_all(lambda: recv(rx_c.fileno(), scratch, slot), rx_c, len(datagrams))
     got_py, _ = read_all(lambda: recv_datagrams_py(rx_py, slot, slots), rx_py, len(datagrams))
     assert got_c == got_py
-    for peer, block, count, truncated in got_c:
+    for peer, block, _count, truncated in got_c:
         want = [d for who, d in datagrams if ("127.0.0.1", "127.0.0.2")[who] == peer]
         assert frames_of(block) == [d[:slot] for d in want]
         assert truncated == [i for i, d in enumerate(want) if len(d) > slot]
