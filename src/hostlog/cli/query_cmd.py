@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from hostlog.cli.main import add_spool_location, spool_location
+from hostlog.cli.spool_location import add_spool_location, spool_location
 from hostlog.query.modes import MODES as OUTPUT_MODES
 
 DEFAULT_PAGER = "less"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from hostlog.cli.main import spool_location
+from hostlog.cli.spool_location import spool_location
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.reader import SpoolReader
 
