@@ -4,7 +4,6 @@ layouts printed from the columns are the bytes printed from Records."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +14,7 @@ from hostlog.journal.fields import journal_to_record
 from hostlog.query.output import Formatter
 from hostlog.query.run import ColumnPick, Printer
 from hostlog.record import Columns, Record
+from tests.support.tz import zone
 
 BOOTS = ["11111111111111111111111111111111", "22222222222222222222222222222222"]
 texts = st.sampled_from(["ok", "disk full", "tab\there", "two\nlines", "\x1b[1mbold\x1b[0m",
@@ -76,17 +76,8 @@ def test_columns_give_the_records_decode_chunk_gives(recs, data):
 @pytest.mark.parametrize("mode", ["short", "short-precise", "short-iso", "short-iso-precise",
                                   "short-full", "short-unix"])
 def test_short_lines_from_columns_are_the_lines_from_records(tz, mode):
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = tz
-    time.tzset()
-    try:
+    with zone(tz):
         check_columns_against_records(mode)
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def check_columns_against_records(mode: str) -> None:

@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import json
-import os
 import re
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,7 @@ from hostlog.query.priority import PriorityError, parse_priority, priority_match
 from hostlog.query.timespec import TimeSpecError, parse_timestamp
 from hostlog.record import Record
 from tests.conftest import need
+from tests.support.tz import zone
 
 FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "journald" / "fixture"
 HOSTLOG_EXTRA = {"_HOSTLOG_SOURCE", "_HOSTLOG_ORIGIN", "_HOSTLOG_SEQ"}
@@ -50,21 +47,6 @@ EXCLUDED = {
     ("--utc", "-o", "short-monotonic"):
         "short-monotonic is not supported: records from non-journal sources have no monotonic clock",
 }
-
-
-@contextlib.contextmanager
-def zone(name: str) -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = name
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def _load() -> tuple[list[Record], list[dict[str, Any]]] | None:

@@ -9,9 +9,7 @@ strptime()/mktime(), which journalctl 252 uses.
 from __future__ import annotations
 
 import calendar
-import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 
@@ -20,26 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.query.timespec import USEC_INFINITY, TimeSpecError, parse_timestamp
+from tests.support.tz import zone
 
 S = 1_000_000  # µs per second
 NOW_US = 1_700_000_000_123_456  # Tue 2023-11-14 22:13:20.123456 UTC, the fixture's base time
 NOW_NS = NOW_US * 1000
-
-
-@contextlib.contextmanager
-def zone(name: str) -> Iterator[None]:
-    """Run with TZ=name (the process's local time zone), then restore it."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = name
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def us(spec: str, *, now_us: int = NOW_US, utc: bool = False) -> int:
