@@ -163,16 +163,10 @@ def run(args: argparse.Namespace) -> int:
     format_record = formatter.format
     if tty and query.grep is not None:
         format_record = _highlighting(formatter, query.grep)
-    lines = args.lines
-    if lines == ALL_LINES:
-        lines = None
-    elif args.follow and lines is None:
-        lines = 10  # journalctl -f shows the last 10 first
-    reverse = args.reverse
-    if query.grep is not None and lines is not None and not args.follow:
-        # journalctl(1): "When used with --grep=, --reverse is implied" (-n
-        # counts matches from the end, and they are printed as found)
-        reverse = True
+    from hostlog.query import engine
+    lines = None if args.lines == ALL_LINES else args.lines
+    lines, reverse = engine.effective(lines=lines, reverse=args.reverse, follow=args.follow,
+                                      grep=query.grep is not None)
     with pager(tty and not args.no_pager and not args.follow) as out:
         status = _print(reader, query, args, lines, reverse, formatter, format_record, out, tty)
     return status
@@ -180,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(reader, query, args, lines, reverse, formatter, format_record, out: BinaryIO,
            tty: bool) -> int:
-    from hostlog.query.run import Printer, last_seq, roomy_heap, select, write_records
+    from hostlog.query import engine
+    from hostlog.query.run import Printer
 
     # short and cat print neither cursor nor origin: records can come without
     identity = not (args.output.startswith("short") or args.output == "cat")
@@ -192,27 +187,9 @@ def _print(reader, query, args, lines, reverse, formatter, format_record, out: B
         return Printer(format_record, boot_lines=boot_lines, color=tty, fast=fast, columns=columns)
 
     printer = make_printer()
-    top = 0
-    frames = None
-    if lines is None and not args.follow:
-        from hostlog.query.parallel import MIN_FRAMES, worker_count
-        workers = worker_count()
-        if workers > 1:
-            frames = [(seg.path, entry) for seg, entry in
-                      reader.frames_quick(reverse=reverse, test=query.frame_test,
-                                          since_ns=query.since_ns, until_ns=query.until_ns)]
-            if len(frames) < MIN_FRAMES:
-                frames = None
-    if frames is not None:
-        from hostlog.query.parallel import write_parallel
-        roomy_heap()
-        _, top = write_parallel(out, reader, query, frames, make_printer, reverse=reverse,
-                                identity=identity, workers=workers)
-        newest = last_seq(reader)
-    else:
-        pieces, newest = select(reader, query, lines=lines, reverse=reverse, identity=identity,
-                                columnar=columns is not None)
-        top = write_records(out, pieces, printer)
+    top, newest = engine.write(out, reader, query, lines=lines, reverse=reverse, identity=identity,
+                               make_printer=make_printer, columnar=columns is not None,
+                               parallel=not args.follow)
     for damage in reader.damage:
         print(f"hostlog query: skipped damaged data: {damage}", file=sys.stderr)
     if not top and not args.follow:
@@ -220,16 +197,27 @@ def _print(reader, query, args, lines, reverse, formatter, format_record, out: B
             print("-- No entries --", file=sys.stderr if args.output != "short" else sys.stdout)
         return 1 if query.grep is not None else 0
     if args.follow:
-        stop = {"now": False}
-        signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+        import asyncio
+        asyncio.run(_follow(reader, query, max(top, newest), printer, out))
+    return 0
 
-        def emit(record) -> None:
+
+async def _follow(reader, query, after_seq: int, printer, out: BinaryIO) -> None:
+    """-f: print what arrives until SIGTERM or SIGINT."""
+    import asyncio
+
+    from hostlog.query import engine
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        async for record in engine.follow(reader, query, after_seq):
             out.write(printer.record(record))
             out.flush()
-
-        from hostlog.query.run import follow
-        follow(reader, query, max(top, newest), emit, should_stop=lambda: stop["now"])
-    return 0
+    except asyncio.CancelledError:
+        pass
 
 
 def _highlighting(formatter, grep):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -218,19 +217,6 @@ def roomy_heap() -> None:
 
 _HEAP_HINT = 8 << 20
 _heap_hinted = False
-
-
-def follow(reader: SpoolReader, query: Query, after_seq: int, emit: Callable[[Record], None],
-           *, should_stop: Callable[[], bool] = lambda: False,
-           poll_s: float = FOLLOW_POLL_S) -> None:
-    """Print records as they arrive, from ``after_seq`` on, until ``should_stop``."""
-    while not should_stop():
-        for seq, r in iter_selected(reader, query, after_seq=after_seq):
-            after_seq = seq
-            emit(r)
-        newest = last_seq(reader)
-        after_seq = max(after_seq, newest)
-        time.sleep(poll_s)
 
 
 class Printer:
