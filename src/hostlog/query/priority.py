@@ -23,7 +23,7 @@ src/basic/parse-util.c, log_level_from_string()):
   PRIORITY values hostlog takes the last, the one shown; journalctl any.)
 
 hostlog records always carry a severity; a record mapped from a journal entry
-that had no PRIORITY remembers that (see journal_fields), and
+that had no PRIORITY remembers that (see hostlog.journal.fields), and
 :func:`priority_matches` applies the rule above to it.
 """
 

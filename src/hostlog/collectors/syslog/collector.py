@@ -1,7 +1,7 @@
 """The syslog collector: UDP, TCP, TLS (RFC 5425) and unix socket listeners.
 
 The I/O half only. Framing (RFC 6587) and parsing (RFC 5424 / RFC 3164) are
-the sans-IO modules ``syslog_framing`` and ``syslog_parse``; this module feeds
+the sans-IO modules ``framing`` and ``parse``; this module feeds
 them bytes and hands what they return to the sink as batches:
 
 * UDP and unix datagrams: read in batches (``recvmmsg`` in the compiled

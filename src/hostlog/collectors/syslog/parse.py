@@ -106,11 +106,11 @@ def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "
     the common shapes take the batch path (see the module docstring).
     """
     if len(raws) >= _BATCH_MIN:
-        # Imported here, not at the top of this module: syslog_parse_batch
+        # Imported here, not at the top of this module: parse_batch
         # imports this module (_parse_safe, _structured_data, ...), so this
         # edge is deferred to call time to keep the import graph acyclic
         # whichever module is imported first (a bottom-of-module import would
-        # fail if syslog_parse_batch were imported first). After the first
+        # fail if parse_batch were imported first). After the first
         # call it costs a sys.modules lookup per batch.
         from hostlog.collectors.syslog.parse_batch import _parse_batch
 
@@ -127,7 +127,7 @@ def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = ""
                   peer: str | None = None) -> Columns:
     """:func:`parse_messages` as :class:`~hostlog.record.Columns`: what the
     collector hands the spool. RFC 5424 batches are read by the compiled
-    splitter without an object per message (``syslog_parse_batch``)."""
+    splitter without an object per message (``parse_batch``)."""
     if len(raws) >= _BATCH_MIN:
         from hostlog.collectors.syslog.parse_batch import _parse_columns
 

@@ -6,7 +6,7 @@ without a Python loop per message, and gives exactly the records
 it does not read itself to the per-message parser of
 :mod:`hostlog.collectors.syslog.parse`, and takes its time bases from
 :mod:`hostlog.collectors.syslog.clock`. This module imports both;
-``syslog_parse`` imports this one only when ``parse_messages`` is called.
+``parse`` imports this one only when ``parse_messages`` is called.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - tested where the extension is built
 # distinct values (seconds, zones, pids, MSGIDs, SD texts), so Python code
 # runs per distinct value, not per message. The batch regexes accept a subset
 # of what the per-message parser accepts, and give everything they take the
-# same meaning (tests/unit/collectors/test_syslog_parse_batch.py holds batches
+# same meaning (tests/unit/collectors/syslog/test_parse_batch.py holds batches
 # to parse_message, field order included).
 
 _FAST_PRI = r"<(1[0-8][0-9]|19[01]|[1-9][0-9]?|0)>"  # 0..191, no leading zero (6.2.1)

@@ -36,9 +36,9 @@ a chunk's columns without building Records. Both give the same bytes as
 :meth:`Formatter.format` (tests/unit/query/test_columns.py checks that).
 
 Code: this module holds :class:`Formatter`, which puts together the layouts
-of ``output_short.py`` (short family, timestamps and zones), ``output_json.py``
-(json family) and ``output_entry.py`` (cat, verbose, export), with
-``output_colors.py`` (priority colours) and ``output_common.py`` (what they
+of ``short.py`` (short family, timestamps and zones), ``json.py``
+(json family) and ``entry.py`` (cat, verbose, export), with
+``colors.py`` (priority colours) and ``common.py`` (what they
 share).
 """
 
