@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from hostlog.journal.fields import format_export_entry, journal_to_record  # noqa: E402
+from hostlog.record import Columns  # noqa: E402
 from hostlog.spool.keys import Keyring  # noqa: E402
 from hostlog.spool.spool import Spool  # noqa: E402
 
@@ -188,7 +189,7 @@ def build(data: Path, total: int) -> dict:
         t = time.monotonic()
         records = to_records(entries)
         for i in range(0, len(records), FRAME_RECORDS):
-            spool.append(records[i:i + FRAME_RECORDS])
+            spool.append(Columns.of(records[i:i + FRAME_RECORDS]))
         t_spool += time.monotonic() - t
         if time.monotonic() - last_report > 30:
             last_report = time.monotonic()

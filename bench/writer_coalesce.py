@@ -40,6 +40,7 @@ from pathlib import Path
 
 from hostlog.record import Columns, Record
 from hostlog.spool.keys import Keyring
+from hostlog.spool.reader import SpoolReader
 from hostlog.spool.spool import Spool
 from hostlog.spool.writer import SpoolWriter
 
@@ -82,7 +83,7 @@ class FollowReader:
 
 
 async def generate(sink, lines: list[str], apps: int, rate: float, seconds: float,
-                   probes: dict[int, tuple[float, Record]]) -> int:
+                   probes: dict[int, float]) -> int:
     """Each app submits one line per batch, ``rate`` per second, staggered."""
     fields = {"_STREAM": "stdout"}
     period = 1.0 / (rate * apps)  # one batch of one line somewhere every period
@@ -105,7 +106,7 @@ async def generate(sink, lines: list[str], apps: int, rate: float, seconds: floa
             record = Record(ts=time.time_ns(), msg=msg, host="bench-host", source="process",
                             app=f"app{app}", pid=1000 + app, fields=fields)
             if msg.startswith("probe "):
-                probes[n] = (time.monotonic(), record)
+                probes[n] = time.monotonic()
             sink.submit(Columns.of([record]))
             n += 1
     return n
@@ -124,11 +125,11 @@ async def run_once(directory: Path, lines: list[str], args, linger: float | None
     spool.append = timed_append  # type: ignore[method-assign]
     writer = SpoolWriter(spool, fsync="batch", fsync_interval=args.interval, linger=linger)
     writer.start()
-    writer.submit([Record(ts=time.time_ns(), msg="start", app="bench")])
+    writer.submit(Columns.of([Record(ts=time.time_ns(), msg="start", app="bench")]))
     await writer.flush()
     follow = FollowReader(directory / "spool")
     await asyncio.sleep(1.0)  # the follower is running
-    probes: dict[int, tuple[float, Record]] = {}
+    probes: dict[int, float] = {}
     cpu0 = time.process_time()
     n = await generate(writer, lines, args.apps, args.rate, args.seconds, probes)
     await writer.flush()
@@ -140,9 +141,13 @@ async def run_once(directory: Path, lines: list[str], args, linger: float | None
     raw = sum(len(lines[i % len(lines)].encode()) + 1 for i in range(n))
     on_disk = sum(p.stat().st_size for p in (directory / "spool" / "segments").iterdir())
     write_lat, show_lat = [], []
-    for key, (sent, record) in probes.items():
+    # each probe's spool seq, from the spool (the writer may have merged its batch)
+    seq_of = {int(r.msg.split(" ", 2)[1]): seq
+              for seq, r in SpoolReader.open(directory / "spool").records()
+              if isinstance(r.msg, str) and r.msg.startswith("probe ")}
+    for key, sent in probes.items():
         for first, last, when in writes:
-            if first <= record.seq <= last:
+            if first <= seq_of.get(key, -1) <= last:
                 write_lat.append(when - sent)
                 break
         if key in follow.seen:
@@ -162,7 +167,7 @@ def backlog_ratio(directory: Path, lines: list[str], n: int, apps: int) -> float
                       source="process", app=f"app{i % apps}", pid=1000 + i % apps, fields=fields)
                for i in range(n)]
     for i in range(0, n, 4096):  # frames as the writer's default limit cuts them
-        spool.append(records[i:i + 4096])
+        spool.append(Columns.of(records[i:i + 4096]))
     spool.close()
     raw = sum(len(lines[i % len(lines)].encode()) + 1 for i in range(n))
     return raw / sum(p.stat().st_size for p in (directory / "spool" / "segments").iterdir())

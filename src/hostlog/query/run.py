@@ -13,7 +13,7 @@ from hostlog.spool.frame import IndexEntry
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.segment import Damage, SegmentReader
 
-FOLLOW_POLL_S = 0.2
+FOLLOW_POLL_S = 0.05  # a follower walks only the frames appended since its last look
 #: (spool seq, record) pairs: a frame's worth of what a query shows
 Pairs = list[tuple[int, Record]]
 

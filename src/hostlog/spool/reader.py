@@ -20,7 +20,7 @@ from hostlog.record import Record
 from hostlog.spool import frame as F
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.keys import Keyring
-from hostlog.spool.segment import Damage, SegmentReader, segment_first_seq
+from hostlog.spool.segment import Damage, SegmentIndex, SegmentReader, segment_first_seq
 from hostlog.spool.spool import spool_meta
 
 #: A test on one frame, from its index entry and its segment's reader (which
@@ -42,6 +42,9 @@ class SpoolReader:
     directory: Path
     keyring: Keyring
     damage: list[Damage] = field(default_factory=list)
+    # the last index of each unsealed segment, by path and salt: the next
+    # look at it walks only what was appended since (follow polls it)
+    _unsealed: dict[tuple[Path, bytes], SegmentIndex] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], key_file: str | os.PathLike[str] | None = None) -> SpoolReader:
@@ -127,11 +130,16 @@ class SpoolReader:
         with closing(self.open_segments(reverse=reverse, after_seq=after_seq)) as segments:
             for seg in segments:
                 rows = _footer_rows(seg)
+                if rows is not None and self._unsealed:
+                    self._unsealed.pop((seg.path, seg.header.salt), None)  # sealed since
                 if rows and ((since_ns is not None and max(map(_TS_MAX, rows)) < since_ns) or
                              (until_ns is not None and min(map(_TS_MIN, rows)) > until_ns)):
                     continue
                 if rows is None:
-                    index = seg.index()
+                    key = (seg.path, seg.header.salt)
+                    index = seg.index(after=self._unsealed.pop(key, None))
+                    if not index.sealed:
+                        self._unsealed[key] = index
                     self.damage.extend(index.damage)
                     rows = index.entries
                 for row in (reversed(rows) if reverse else rows):

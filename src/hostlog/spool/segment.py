@@ -109,15 +109,23 @@ class SegmentReader:
         return os.fstat(self.fd).st_size
 
     # -- index ---------------------------------------------------------------
-    def index(self, *, verify: bool = False) -> SegmentIndex:
+    def index(self, *, verify: bool = False, after: SegmentIndex | None = None) -> SegmentIndex:
         """The frames of this segment: from its footer when sealed, else by
-        walking the frame headers (and, with ``verify``, authenticating each)."""
+        walking the frame headers (and, with ``verify``, authenticating each).
+        ``after``: an earlier index of this same segment, while unsealed; the
+        walk goes on from its end instead of from the start (frames are
+        appended, never changed: a follower polling the active segment reads
+        only the new headers)."""
         size = self.size()
         if not verify:
             footer = self._read_footer(size)
             if footer is not None:
                 entries, sealed_ns, footer_size = footer
                 return SegmentIndex(entries, True, size - footer_size, sealed_ns=sealed_ns)
+            if after is not None and not after.sealed and not after.damage and after.end <= size:
+                more = self.scan(size, verify=False, start=after.end)
+                return SegmentIndex(after.entries + more.entries, more.sealed, more.end,
+                                    more.damage, more.sealed_ns)
         return self.scan(size, verify=verify)
 
     def _read_footer(self, size: int) -> tuple[list[F.IndexEntry], int, int] | None:
@@ -133,7 +141,7 @@ class SegmentReader:
         return F.unpack_footer(os.pread(self.fd, want, size - want))
 
     def scan(self, size: int | None = None, *, verify: bool = True,
-             cut_at_damage: bool = False) -> SegmentIndex:
+             cut_at_damage: bool = False, start: int = F.SEGMENT_HEADER_SIZE) -> SegmentIndex:
         """Walk the frames from the start.
 
         Stops at the first place that holds no intact frame header or whose
@@ -148,7 +156,7 @@ class SegmentReader:
         damage: list[Damage] = []
         footer = self._read_footer(size)
         footer_start = size - footer[2] if footer else None
-        off = F.SEGMENT_HEADER_SIZE
+        off = start
         while off < size and off != footer_start:
             header_bytes = os.pread(self.fd, F.FRAME_HEADER_SIZE, off)
             try:
@@ -179,7 +187,7 @@ class SegmentReader:
                     continue
             entries.append(F.IndexEntry.of(off, h))
             off += h.size
-        end = entries[-1].offset + entries[-1].size if entries else F.SEGMENT_HEADER_SIZE
+        end = entries[-1].offset + entries[-1].size if entries else start
         sealed = footer is not None and off == footer_start
         return SegmentIndex(entries, sealed, end, damage,
                             footer[1] if footer is not None and sealed else None)
