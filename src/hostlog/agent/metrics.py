@@ -176,6 +176,12 @@ def dropped_by_collector(counters: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def syslog_fallbacks() -> dict[tuple[str, str], int]:
+    """The syslog parser's fallbacks (hostlog.collectors.syslog.parse.FALLBACKS) as errors."""
+    from hostlog.collectors.syslog.parse import FALLBACKS
+    return {("syslog", f"parse_fallback_{path}"): n for path, n in FALLBACKS.counts.items()}
+
+
 def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
     """The live values of a running agent, read at scrape time."""
     context = agent.context
@@ -194,7 +200,7 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         app_restarts=supervisor.restart_counts,
         app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
         uptime=lambda: time.monotonic() - agent.started,
-        errors=lambda: dict(context.errors.counts),
+        errors=lambda: {**context.errors.counts, **syslog_fallbacks()},
     )
 
 

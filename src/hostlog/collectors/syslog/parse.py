@@ -34,6 +34,7 @@ message):
 
 from __future__ import annotations
 
+import logging
 import re
 
 from hostlog.collectors.syslog.clock import _bsd_ns, _iso_ns, _rfc3339_ns, clear_time_caches
@@ -92,6 +93,29 @@ _DIAG = (("VERSION", re.compile(r"[1-9][0-9]{0,2}")), ("TIMESTAMP", re.compile(_
 _BATCH_MIN = 8
 
 
+
+_log = logging.getLogger("hostlog.syslog")
+
+class Fallbacks:
+    """Times a faster parse path failed with an unexpected error and the
+    slower one read the input instead (nothing is lost, but it is a bug):
+    counted by path, the first of each logged with its traceback. The agent
+    exports the counts as ``hostlog_errors_total{source="syslog",where="parse_fallback_<path>"}``."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def note(self, path: str, exc: BaseException) -> None:
+        first = path not in self.counts
+        self.counts[path] = self.counts.get(path, 0) + 1
+        if first:
+            _log.error("syslog parser: the %s path failed, the slower path read the input: %s",
+                       path, exc, exc_info=exc)
+
+
+#: The process's fallback counts (one parser per process; tests read it).
+FALLBACKS = Fallbacks()
+
 def parse_message(raw: bytes, *, received_ns: int, default_host: str = "",
                   peer: str | None = None) -> Record:
     """Parse one syslog message; never raises (see the module docstring)."""
@@ -116,7 +140,8 @@ def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "
 
         try:
             recs = _parse_batch(raws, received_ns, default_host, peer)
-        except Exception:  # a bug in the batch path must not lose messages
+        except Exception as exc:  # a bug in the batch path must not lose messages
+            FALLBACKS.note("batch", exc)
             recs = None
         if recs is not None:
             return recs
@@ -133,7 +158,8 @@ def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = ""
 
         try:
             columns = _parse_columns(raws, received_ns, default_host, peer)
-        except Exception:  # a bug in the batch path must not lose messages
+        except Exception as exc:  # a bug in the batch path must not lose messages
+            FALLBACKS.note("columns", exc)
             columns = None
         if columns is not None:
             return columns
@@ -155,7 +181,8 @@ def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
 
     try:
         return _parse_block(block, received_ns, default_host, peer, max_message)
-    except Exception:  # a bug in the batch path must not lose messages
+    except Exception as exc:  # a bug in the batch path must not lose messages
+        FALLBACKS.note("block", exc)
         return None
 
 
@@ -164,6 +191,7 @@ def _parse_safe(raw: bytes, received_ns: int, default_host: str,
     try:
         rec = _parse(raw, received_ns, default_host)
     except Exception as exc:  # a parser bug must not lose the message or stop the collector
+        FALLBACKS.note("message", exc)
         try:
             whole: str | bytes = raw.decode()
         except Exception:

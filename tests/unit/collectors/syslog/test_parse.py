@@ -769,3 +769,16 @@ def test_rfc3164_round_trip(mo, d, h, mi, s, host, tag, pid, msg) -> None:
         msg = msg.rstrip("\r\n\x00")
     assert rec.msg == msg
     assert (rec.facility, rec.severity) == (3, 6) and "parse_error" not in rec.fields
+
+
+def test_a_failing_batch_path_falls_back_counted_and_loses_nothing(monkeypatch):
+    from hostlog.collectors.syslog import parse, parse_batch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the batch path")
+    monkeypatch.setattr(parse_batch, "_parse_columns", broken)
+    monkeypatch.setattr(parse, "FALLBACKS", parse.Fallbacks())
+    raws = [b"<14>1 2024-05-01T10:00:00Z h app - - - line %d" % i for i in range(50)]
+    columns = parse.parse_columns(raws, received_ns=1, default_host="h")
+    assert [r.msg for r in columns.records()] == [f"line {i}" for i in range(50)]
+    assert parse.FALLBACKS.counts == {"columns": 1}
