@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
+
+T = TypeVar("T")
 
 __all__ = [
     "COLUMNS",
@@ -68,14 +70,24 @@ def record_columns(records: Sequence[Record]) -> list[list]:
             [r.fields for r in records], [r.origin for r in records], [r.seq for r in records]]
 
 
-def _column(i: int) -> Any:
-    """A named view of column ``i`` of a :class:`Columns` (get and replace)."""
-    def get(self: Columns) -> list:
-        return self.columns[i]
+class _Column(Generic[T]):
+    """A named view of one column of a :class:`Columns` (read and replace)."""
 
-    def put(self: Columns, value: list) -> None:
-        self.columns[i] = value
-    return property(get, put, doc=f"column {COLUMNS[i]!r}")
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.__doc__ = f"column {COLUMNS[index]!r}"
+
+    @overload
+    def __get__(self, batch: None, owner: type) -> _Column[T]: ...
+    @overload
+    def __get__(self, batch: Columns, owner: type) -> list[T]: ...
+    def __get__(self, batch: Columns | None, owner: type) -> list[T] | _Column[T]:
+        if batch is None:
+            return self
+        return batch.columns[self.index]
+
+    def __set__(self, batch: Columns, value: Sequence[T]) -> None:
+        batch.columns[self.index] = value  # type: ignore[call-overload]  # a list, or a range (a stamped seq)
 
 
 class Columns:
@@ -101,17 +113,17 @@ class Columns:
     # The columns by name (each a list, one value per row; ``seq`` may be a
     # range once the spool has stamped the batch). Code outside the chunk
     # codec reads and replaces columns through these, never by position.
-    ts: list[int] = _column(0)  # type: ignore[assignment]
-    host: list[str] = _column(1)  # type: ignore[assignment]
-    source: list[str] = _column(2)  # type: ignore[assignment]
-    app: list[str] = _column(3)  # type: ignore[assignment]
-    pid: list[int | None] = _column(4)  # type: ignore[assignment]
-    severity: list[int] = _column(5)  # type: ignore[assignment]
-    facility: list[int | None] = _column(6)  # type: ignore[assignment]
-    msg: list[str | bytes] = _column(7)  # type: ignore[assignment]
-    fields: list[dict[str, Any]] = _column(8)  # type: ignore[assignment]
-    origin: list[str] = _column(9)  # type: ignore[assignment]
-    seq: list[int] = _column(10)  # type: ignore[assignment]
+    ts = _Column[int](0)
+    host = _Column[str](1)
+    source = _Column[str](2)
+    app = _Column[str](3)
+    pid = _Column[int | None](4)
+    severity = _Column[int](5)
+    facility = _Column[int | None](6)
+    msg = _Column[str | bytes](7)
+    fields = _Column[dict[str, Any]](8)
+    origin = _Column[str](9)
+    seq = _Column[int](10)
 
     def __init__(self, columns: list[list], *, text_size: int | None = None,
                  fields_pool: list[dict] | None = None) -> None:

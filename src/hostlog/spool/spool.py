@@ -245,8 +245,8 @@ class Spool:
         origin = self.agent_id
         origins, seqs = batch.origin, batch.seq
         if not any(origins):  # the usual case: every row is new here
-            batch.origin = [origin] * n  # type: ignore[misc]  # (a property: mypy sees the slots)
-            batch.seq = range(first, end)  # type: ignore[assignment,misc]  # (the codec needs no delta pass)
+            batch.origin = [origin] * n
+            batch.seq = range(first, end)  # (the codec needs no delta pass)
         else:
             for i, o in enumerate(origins):
                 if not o:

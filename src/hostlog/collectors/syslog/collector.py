@@ -209,9 +209,9 @@ class SyslogCollector:
                 self.context.count(f"{self.name}.rate_limited", n - allowed)
                 batch.truncate(allowed)
         if self.app_default:
-            apps = batch.columns[3]
+            apps = batch.app
             default = self.app_default
-            batch.columns[3] = [app or default for app in apps]
+            batch.app = [app or default for app in apps]
         self.context.count(f"{self.name}.records", len(batch))
         return batch
 
@@ -276,7 +276,7 @@ class SyslogCollector:
             frames = SyslogFramer(max(1, len(block))).split_block(OctetBlock(block))
         except Exception:  # (the block's form is ours: this is not expected to fail)
             frames = [block]
-        batch = self.unparsed(frames[0], exc, peer) if frames else Columns.of([])
+        batch = self.unparsed(frames[0], exc, peer) if frames else Columns.empty()
         for frame in frames[1:]:
             batch.extend(self.unparsed(frame, exc, peer))
         return batch
