@@ -18,7 +18,12 @@
     ├── AppError             a request about a supervised app that cannot be done
     ├── TimeSpecError (ValueError)     a --since/--until value journalctl rejects too
     ├── PriorityError (ValueError)     a -p value journalctl rejects
-    └── ExportFormatError (ValueError) bytes that are not the Journal Export Format
+    ├── ExportFormatError (ValueError) bytes that are not the Journal Export Format
+    ├── ProtocolError        (hostlog.forward.protocol) the peer protocol was broken
+    │   ├── LocalProtocolError   this side tried to send what the protocol does not allow now
+    │   └── RemoteProtocolError  the peer sent garbage, a wrong version, an oversized or
+    │                            out-of-order frame: disconnect it with the reason
+    └── PeerRefusedError     a peer's TLS certificate or token is not accepted (the reason says why)
 
     QueryWorkerError (RuntimeError)  (hostlog.query.parallel) a query worker's error, as text
 
@@ -116,3 +121,19 @@ class ExportFormatError(HostlogError, ValueError):
 
 class ChunkError(HostlogError, ValueError):
     """A chunk that does not decode: wrong version, wrong shape, bad msgpack."""
+
+
+class ProtocolError(HostlogError):
+    """The peer protocol (docs/protocol.md) was broken; the message says how."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to send what the protocol does not allow in its state: a bug here."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent garbage, a wrong version, an oversized or out-of-order frame."""
+
+
+class PeerRefusedError(HostlogError):
+    """A peer whose certificate or token is not accepted; refused before any record is read."""
