@@ -8,7 +8,7 @@ Readers dispatch on the version a chunk carries.
 
 from __future__ import annotations
 
-from hostlog.chunk.v1 import CHUNK_VERSION, decode_chunk, encode_chunk, encode_columns
+from hostlog.chunk.v1 import CHUNK_VERSION, decode_chunk, decode_columns, encode_chunk, encode_columns
 from hostlog.chunk.v1_columns import (
                                       APP,
                                       FACILITY,
@@ -28,5 +28,5 @@ from hostlog.errors import ChunkError
 __all__ = [
     "APP", "CHUNK_VERSION", "FACILITY", "FIELDS", "HOST", "MSG", "ORIGIN", "PID", "SEQ_BASE",
     "SEVERITY", "SOURCE", "TS_DELTAS", "ChunkError", "FrameColumns", "decode_chunk",
-    "encode_chunk", "encode_columns",
+    "decode_columns", "encode_chunk", "encode_columns",
 ]

@@ -17,9 +17,9 @@ from operator import sub
 import msgpack
 
 from hostlog.errors import ChunkError
-from hostlog.record import Record, record_columns
+from hostlog.record import Columns, Record, record_columns
 
-__all__ = ["CHUNK_VERSION", "decode_chunk", "encode_chunk", "encode_columns"]
+__all__ = ["CHUNK_VERSION", "decode_chunk", "decode_columns", "encode_chunk", "encode_columns"]
 
 #: Bumped on any incompatible change of the chunk layout; readers refuse others.
 CHUNK_VERSION = 1
@@ -103,8 +103,9 @@ def encode_columns(columns: list[list]) -> bytes:
         raise ChunkError(f"record does not encode: {exc}") from exc
 
 
-def decode_chunk(data: bytes) -> list[Record]:
-    """Decode a chunk made by :func:`encode_chunk`; raise ChunkError if it is not one."""
+def _unpack(data: bytes) -> tuple[int, list]:
+    """The chunk's record count and its 16 columns (checked for shape);
+    ChunkError if it is not a version 1 chunk."""
     try:
         columns = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, msgpack.UnpackException) as exc:
@@ -114,8 +115,10 @@ def decode_chunk(data: bytes) -> list[Record]:
     if columns[0] != CHUNK_VERSION:
         raise ChunkError(f"chunk version {columns[0]!r} is not supported (want {CHUNK_VERSION})")
     n = columns[1]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ChunkError(f"chunk record count {n!r} is not a count")
     if n == 0:
-        return []
+        return 0, columns
     if len(columns) != 16:
         raise ChunkError(f"chunk has {len(columns)} columns, want 16")
     (_, _, strings, ts_base, ts_deltas, host_idx, source_idx, app_idx, pids,
@@ -125,6 +128,19 @@ def decode_chunk(data: bytes) -> list[Record]:
                                      severities, facilities, msgs, fields, origin_idx,
                                      seq_deltas)):
             raise ChunkError("chunk columns differ in length")
+    except TypeError as exc:
+        raise ChunkError(f"chunk columns are malformed: {exc}") from exc
+    return n, columns
+
+
+def decode_chunk(data: bytes) -> list[Record]:
+    """Decode a chunk made by :func:`encode_chunk`; raise ChunkError if it is not one."""
+    n, columns = _unpack(data)
+    if n == 0:
+        return []
+    (_, _, strings, ts_base, ts_deltas, host_idx, source_idx, app_idx, pids,
+     severities, facilities, msgs, fields, origin_idx, seq_base, seq_deltas) = columns
+    try:
         ts = _undeltas(ts_base, ts_deltas)
         seq = _undeltas(seq_base, seq_deltas)
         return [
@@ -134,5 +150,24 @@ def decode_chunk(data: bytes) -> list[Record]:
                    fields=fields[i], origin=strings[origin_idx[i]], seq=seq[i])
             for i in range(n)
         ]
+    except (TypeError, IndexError) as exc:
+        raise ChunkError(f"chunk columns are malformed: {exc}") from exc
+
+
+def decode_columns(data: bytes) -> Columns:
+    """Decode a chunk into a batch (the columns of :class:`hostlog.record.Columns`),
+    without a Record per row: what a receiver of forwarded chunks hands its
+    spool writer. ChunkError if it is not a chunk."""
+    n, columns = _unpack(data)
+    if n == 0:
+        return Columns.empty()
+    (_, _, strings, ts_base, ts_deltas, host_idx, source_idx, app_idx, pids,
+     severities, facilities, msgs, fields, origin_idx, seq_base, seq_deltas) = columns
+    try:
+        pick = strings.__getitem__
+        return Columns([
+            _undeltas(ts_base, ts_deltas), list(map(pick, host_idx)), list(map(pick, source_idx)),
+            list(map(pick, app_idx)), pids, severities, facilities, msgs, fields,
+            list(map(pick, origin_idx)), _undeltas(seq_base, seq_deltas)])
     except (TypeError, IndexError) as exc:
         raise ChunkError(f"chunk columns are malformed: {exc}") from exc
