@@ -7,15 +7,17 @@ high enough never to bite), a second syslog source whose low rate limit is
 exercised on purpose, a tailed file rotated by rename in the middle, a
 journal directory that gains a file in the middle (files written by
 systemd-journal-remote), a supervised app printing numbered lines, metrics,
-the control socket, and a SIGHUP reload in the middle of the stream that
-adds an app and a file path.
+the control socket, forwarding over mutual TLS to a central agent (a second
+real agent with a receiver), and a SIGHUP reload in the middle of the stream
+that adds an app and a file path.
 
 Every record carries a marker ``E2E:<stream>:<n>``. The test then checks
 that each stream arrived exactly once (no loss, no duplicate), that what the
 rate limit dropped is exactly what its notices say it suppressed (and what
 ``hostlog_records_dropped_total`` counts), that ``hostlog_records_in_total``
 agrees with the spool source by source, and that the agent's log holds no
-error.
+error; and that the central node holds exactly what the agent's spool holds,
+by (origin, seq).
 
 Every wait is bounded; every process started here is stopped by its PID.
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 from tests.agentproc import HOSTLOG, AgentProcess, free_port, metric_by_label, wait_for
 from tests.conftest import need
 from tests.integration.helpers import JOURNAL_REMOTE, build_journal, export_entry
-from tests.tlsutil import make_pki
+from tests.support.pki import make_test_pki
 
 MARKER = re.compile(r"E2E:([a-z0-9]+):(\d+)")
 
@@ -145,6 +147,10 @@ def config(tmp: Path, ports: dict[str, int], pki: dict[str, Path], *, reloaded: 
         directory = "{tmp}/journal"
         start = "beginning"
 
+        [[forward]]
+        name = "central"
+        targets = ["tls://localhost:{ports['central']}"]
+
         [tls]
         ca = "{pki['ca']}"
         cert = "{pki['server']}"
@@ -154,6 +160,31 @@ def config(tmp: Path, ports: dict[str, int], pki: dict[str, Path], *, reloaded: 
         socket = "{tmp}/control.sock"
         metrics = "127.0.0.1:{ports['metrics']}"
         """) + apps
+
+
+def central_config(home: Path, ports: dict[str, int], pki: dict[str, Path]) -> str:
+    """The central node the agent forwards to: a receiver, and a syslog source of its own."""
+    return textwrap.dedent(f"""
+        [agent]
+        hostname = "e2e-central"
+        state_dir = "{home}/state"
+
+        [spool]
+        fsync_interval = "20ms"
+
+        [[source]]
+        type = "syslog"
+        name = "local"
+        listen = ["tcp://127.0.0.1:{ports['central_syslog']}"]
+
+        [receiver]
+        listen = "tls://127.0.0.1:{ports['central']}"
+
+        [tls]
+        ca = "{pki['ca']}"
+        cert = "{pki['server']}"
+        key = "{pki['server_key']}"
+        """)
 
 
 # -- senders (each in its own thread; each sets ``half`` halfway through) ------------------
@@ -333,8 +364,8 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
     need_components()
     tmp = tmp_path
     ports = {"syslog": free_port(), "tls": free_port(), "limited": free_port(),
-             "metrics": free_port()}
-    pki = make_pki(tmp / "pki")
+             "metrics": free_port(), "central": free_port(), "central_syslog": free_port()}
+    pki = make_test_pki(tmp / "pki")
     (tmp / "app.py").write_text(APP_SCRIPT)
     (tmp / "logs").mkdir()
     (tmp / "logs2").mkdir()
@@ -343,6 +374,9 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
     half_journal = COUNTS["journal"] // 2
     build_journal(journal_export(0, half_journal), tmp / "journal" / "first.journal")
 
+    (tmp / "central").mkdir()
+    central = AgentProcess(tmp / "central", central_config(tmp / "central", ports, pki))
+    central.start()
     agent = AgentProcess(tmp, config(tmp, ports, pki, reloaded=False))
     agent.start()
     stopped = False
@@ -476,13 +510,39 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         if errors:
             problems.append(f"errors counted: {errors}")
 
+        # -- the central node holds what the agent holds, each record once
+        def forwarded() -> bool:
+            lag = metric_by_label(agent.metrics(), "hostlog_forward_lag_records", "destination")
+            return lag.get("central") == 0
+        try:
+            wait_for(forwarded, timeout=30, interval=0.3, what="the central to acknowledge everything")
+        except AssertionError:
+            problems.append(f"forwarding: lag {metric_by_label(agent.metrics(), 'hostlog_forward_lag_records', 'destination')}")
+        edge_rows = agent.query_json()
+        origin = edge_rows[0]["__CURSOR"].rpartition(":")[0]
+        held_at_central = [r for r in central.query_json() if r["__CURSOR"].startswith(origin + ":")]
+        edge_ids = [r["__CURSOR"] for r in edge_rows]
+        central_ids = [r["__CURSOR"] for r in held_at_central]
+        if central_ids != edge_ids:
+            problems.append(f"the central holds {len(central_ids)} records of the agent "
+                            f"({len(set(central_ids))} distinct), the agent {len(edge_ids)}")
+        elif markers(held_at_central) != markers(edge_rows):
+            problems.append("the central's records differ from the agent's")
+
         code = agent.stop()
         stopped = True
         if code != 0:
             problems.append(f"the agent exited with {code}")
+        if central.stop() != 0:
+            problems.append("the central agent did not exit cleanly")
+        bad = bad_log_lines(central.log_text())
+        if bad:
+            problems.append("the central's log:\n" + "\n".join(bad[:20]))
     finally:
         if not stopped:
             agent.stop(signal.SIGKILL)
+        if central.proc is not None and central.proc.poll() is None:
+            central.stop(signal.SIGKILL)
 
     # after the stop: nothing more, nothing less, and an intact spool
     final = markers(agent.query_json())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hostlog import __version__
+from hostlog.agent import forwarding
 from hostlog.agent import wiring as wire
 from hostlog.agent.counting import CountingSink
 from hostlog.agent.credentials import credential_key_file
@@ -63,6 +64,7 @@ class Agent:
         self.context: CollectorContext | None = None
         self.metrics: Metrics | None = None  # with [control] metrics
         self.wiring: wire.Wiring | None = None  # apps, control socket, metrics endpoint
+        self.forwarding: forwarding.Forwarding | None = None  # [[forward]] and [receiver]
         # errors caught at the collectors' edges and by the event loop; a
         # fatal one (the spool writer did not take a batch) stops the agent
         self.errors = ErrorCounts(on_fatal=self._fatal)
@@ -176,10 +178,12 @@ class Agent:
                                                  for line in self.spool.recovery.lines()]))
         for source in config.sources:
             await self._start_source(source)
+        await forwarding.attach(self)  # destinations, and the receiver of a central node
         await wire.attach(self)  # supervised apps, control socket, metrics
 
     async def close(self) -> None:
         await wire.detach(self)  # first: the apps' last lines reach the writer
+        await forwarding.detach(self)  # no more chunks from peers; cursors saved
         for name in list(self.collectors):
             await self._stop_source(name)
         if self.writer is not None:
@@ -203,6 +207,7 @@ class Agent:
         if new.spool != self.config.spool or new.agent != self.config.agent:
             log.warning("reload: [agent] and [spool] changes take effect at the next restart")
         await wire.on_reload(self, new)
+        await forwarding.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}
         wanted = {src.name: src for src in new.sources}
         tls_changed = new.tls != self.config.tls

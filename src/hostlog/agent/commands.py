@@ -55,8 +55,10 @@ async def handle(agent: WiredAgent, wiring: Wiring, command: str,
         unknown = sorted(set(wanted) - {a["name"] for a in apps})
         if unknown:
             raise ControlError(f"no such app: {', '.join(unknown)}")
+        from hostlog.agent.forwarding import status as forwarding_status
         return {"agent": agent_info(agent, wiring),
-                "apps": [a for a in apps if not wanted or a["name"] in wanted]}
+                "apps": [a for a in apps if not wanted or a["name"] in wanted],
+                **forwarding_status(agent)}
     if command in ("start", "stop", "restart"):
         name = args.get("app")
         if not isinstance(name, str) or not name:

@@ -55,7 +55,8 @@ class Readers:
     records_written: Callable[[], int] = _zero  # records the writer put in the spool
     spool_dropped: Callable[[], int] = _zero  # records retention dropped unacknowledged
     source_dropped: Callable[[], dict[str, int]] = _empty  # per source name (queue full, rate limit)
-    forward_lag: Callable[[], dict[str, int]] = _empty  # per destination: records not yet acked
+    forward: Callable[[], list[dict[str, Any]]] = field(default=list)  # per link: Link.status()
+    receiver: Callable[[], dict[str, Any] | None] = field(default=lambda: None)  # Receiver.status()
     app_restarts: Callable[[], dict[str, int]] = _empty
     app_up: Callable[[], dict[str, int]] = _empty  # 1 while the app's process runs
     uptime: Callable[[], float] = field(default=lambda: 0.0)
@@ -96,9 +97,33 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("hostlog_spool_bytes", "Size of all spool segments", value=r.spool_bytes())
         yield GaugeMetricFamily("hostlog_spool_segments", "Number of spool segments",
                                 value=r.spool_segments())
-        yield _labelled(GaugeMetricFamily, "hostlog_forward_lag_records",
-                        "Records in the spool a destination has not acknowledged", "destination",
-                        r.forward_lag())
+        links = r.forward()
+        for kind, name, key, doc in (
+                (GaugeMetricFamily, "hostlog_forward_lag_records", "lag_records",
+                 "Records in the spool a destination (or replica) has not acknowledged"),
+                (GaugeMetricFamily, "hostlog_forward_lag_seconds", "lag_seconds",
+                 "Age of the oldest record a destination (or replica) has not acknowledged"),
+                (GaugeMetricFamily, "hostlog_forward_acked_seq", "acked_seq",
+                 "The last spool seq a destination (or replica) has acknowledged"),
+                (GaugeMetricFamily, "hostlog_forward_connected", "connected",
+                 "1 while the destination (or replica) is connected"),
+                (CounterMetricFamily, "hostlog_forward_records_sent", "records_sent",
+                 "Records sent to a destination (or replica), resends included"),
+                (CounterMetricFamily, "hostlog_forward_connects", "connects",
+                 "Connections made to a destination (or replica)")):
+            yield _labelled(kind, name, doc, "destination", {link["name"]: link[key] for link in links})
+        receiver = r.receiver()
+        if receiver is not None:
+            for name, key, doc in (
+                    ("hostlog_receiver_records", "records", "Records received from peers and stored"),
+                    ("hostlog_receiver_duplicates", "duplicates",
+                     "Records received that this spool held already (resends), dropped"),
+                    ("hostlog_receiver_refused", "refused", "Peers refused (certificate, token)"),
+                    ("hostlog_receiver_protocol_errors", "protocol_errors",
+                     "Peers disconnected for breaking the protocol"),
+                    ("hostlog_receiver_bad_chunks", "bad_chunks",
+                     "Chunks received that did not decode (reported as a record, skipped)")):
+                yield CounterMetricFamily(name, doc, value=receiver[key])
         yield _labelled(CounterMetricFamily, "hostlog_app_restarts",
                         "Restarts of a supervised app by its restart policy", "app", r.app_restarts())
         yield _labelled(GaugeMetricFamily, "hostlog_app_up", "1 while the supervised app runs",
@@ -184,6 +209,7 @@ def syslog_fallbacks() -> dict[tuple[str, str], int]:
 
 def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
     """The live values of a running agent, read at scrape time."""
+    from hostlog.agent.forwarding import status as forwarding_status
     context = agent.context
     assert context is not None
 
@@ -196,7 +222,8 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         records_written=lambda: agent.writer.stats.records if agent.writer is not None else 0,
         spool_dropped=spool_value(lambda s: s.dropped_records),
         source_dropped=lambda: dropped_by_collector(context.counters),
-        forward_lag=lambda: {f.name: 0 for f in agent.config.forwards},  # until forwarding runs
+        forward=lambda: [link for dest in forwarding_status(agent)["forward"] for link in dest["links"]],
+        receiver=lambda: forwarding_status(agent)["receiver"],
         app_restarts=supervisor.restart_counts,
         app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
         uptime=lambda: time.monotonic() - agent.started,

@@ -172,6 +172,7 @@ def format_status(result: dict[str, Any]) -> str:
     lines = [f"hostlog {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
              f"uptime {_duration(agent.get('uptime'))}  records in {agent.get('records_in', 0)} / "
              f"out {agent.get('records_out', 0)}  spool {_size(agent.get('spool_bytes'))}"]
+    lines += _forward_lines(result)
     apps = result.get("apps", [])
     if not apps:
         lines.append("no apps")
@@ -186,3 +187,28 @@ def format_status(result: dict[str, Any]) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _forward_lines(result: dict[str, Any]) -> list[str]:
+    """One line per forward link (destination, or replica of one) and one for the receiver."""
+    lines = []
+    for dest in result.get("forward", []):
+        for link in dest.get("links", []):
+            state = f"connected to {link['target']}" if link.get("connected") else "disconnected"
+            line = (f"forward {link['name']} ({dest['mode']}): {state}, acked {link['acked_seq']}, "
+                    f"lag {link['lag_records']} records / {link['lag_seconds']:.1f}s, "
+                    f"{link['in_flight']} chunks in flight")
+            if not link.get("connected") and link.get("last_error"):
+                line += f" ({link['last_error']})"
+            lines.append(line)
+        if dest.get("mode") == "replicate":
+            lines.append(f"forward {dest['name']}: delivered to {dest['min_acks']} targets up to seq "
+                         f"{dest['delivered_seq']}")
+    receiver = result.get("receiver")
+    if receiver:
+        peers = receiver.get("peers", [])
+        connected = sum(1 for p in peers if p.get("connected"))
+        lines.append(f"receiver {receiver['listen']}: {connected} of {len(peers)} peers connected, "
+                     f"{receiver['records']} records stored, {receiver['duplicates']} duplicates "
+                     f"dropped, {receiver['refused']} peers refused")
+    return lines

@@ -20,9 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("-c", "--config", metavar="FILE",
                        help="config file (default: the built-in default)")
 
-    from hostlog.cli import ctl_cmd, query_cmd
+    from hostlog.cli import ctl_cmd, query_cmd, tls_cmd
     query_cmd.add_parser(sub)
     ctl_cmd.add_parser(sub)
+    tls_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ctl":
             from hostlog.cli import ctl_cmd
             return ctl_cmd.run(args)
+        if args.command == "tls":
+            from hostlog.cli import tls_cmd
+            return tls_cmd.run(args)
         if args.command == "spool":
             from hostlog.cli import spool_cmd
             return spool_cmd.run(args)

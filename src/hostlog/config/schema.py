@@ -140,7 +140,10 @@ class Receiver(_Section):
     listen: Annotated[str, _url(("tcp", "tls"))]
     """tcp://HOST:PORT or tls://HOST:PORT."""
     token: Annotated[str, Field(min_length=1)] | None = None
-    """If set, peers must present this token."""
+    """If set, peers must present this token (besides their certificate, not instead)."""
+    require_client_cert: bool = True
+    """tls:// only: peers must show a certificate of ``[tls] ca`` with the clientAuth
+    usage, checked before anything they send is read. Turn off only in so many words."""
 
     def endpoint(self) -> Endpoint:
         """The ``listen`` URL, parsed."""
@@ -265,8 +268,13 @@ class Config(_Section):
                         problems.append(
                             (("source", i, "listen", j), "a tls:// listener needs [tls] with cert and key")
                         )
-        if self.receiver is not None and self.receiver.endpoint().scheme == "tls" and not has_cert:
-            problems.append((("receiver", "listen"), "a tls:// listener needs [tls] with cert and key"))
+        if self.receiver is not None and self.receiver.endpoint().scheme == "tls":
+            if not has_cert:
+                problems.append((("receiver", "listen"), "a tls:// listener needs [tls] with cert and key"))
+            elif self.receiver.require_client_cert and (self.tls is None or self.tls.ca is None):
+                problems.append((("tls", "ca"), "a tls:// receiver demands client certificates of a CA: "
+                                                "set [tls] ca (or, in so many words, [receiver] "
+                                                "require_client_cert = false)"))
         if problems:
             raise _problems(*problems)
         if self.control.socket is None:

@@ -30,8 +30,8 @@ from hostlog.errors import FrameAuthError, FrameError, FrameHeaderError, FramePa
 
 __all__ = [
     "FRAME_HEADER_SIZE", "FrameAuthError", "FrameError", "FrameHeader", "FrameHeaderError",
-    "FramePayloadError", "IndexEntry", "SegmentHeader", "footer_index", "footer_trailer",
-    "open_frame", "pack_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
+    "FramePayloadError", "IndexEntry", "SegmentHeader", "decompress_chunk", "decrypt_frame",
+    "footer_index", "footer_trailer", "open_frame", "pack_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
 ]
 
 FORMAT_VERSION = 1
@@ -174,6 +174,32 @@ def seal_frame(chunk: bytes, *, key: bytes, key_id: int, salt: bytes, offset: in
     return header_bytes + payload
 
 
+def decrypt_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key: bytes,
+                  salt: bytes, offset: int, aead: AESGCM | None = None) -> bytes:
+    """Authenticate and decrypt a frame's payload: its chunk, still LZ4
+    compressed (what a forwarder sends as it is). Raises
+    :class:`FrameAuthError` when the payload, its header, or its place does
+    not authenticate."""
+    aead = aead or AESGCM(key)
+    try:
+        return aead.decrypt(header.nonce, payload, _aad(header_bytes, salt, offset))
+    except InvalidTag:
+        raise FrameAuthError("authentication failed (damaged or moved frame)") from None
+
+
+def decompress_chunk(compressed: bytes, chunk_len: int) -> bytes:
+    """An LZ4 block back into the chunk of ``chunk_len`` bytes; raises
+    :class:`FramePayloadError` when it does not inflate to that length."""
+    try:
+        chunk = lz4.block.decompress(compressed, uncompressed_size=chunk_len)
+    except lz4.block.LZ4BlockError as exc:
+        raise FramePayloadError(f"payload does not decompress: {exc}") from None
+    if len(chunk) != chunk_len:
+        raise FramePayloadError(f"payload decompresses to {len(chunk)} bytes, "
+                                f"header says {chunk_len}")
+    return chunk
+
+
 def open_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key: bytes,
                salt: bytes, offset: int, aead: AESGCM | None = None) -> bytes:
     """Authenticate, decrypt and decompress a frame's payload into its chunk.
@@ -182,19 +208,9 @@ def open_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key:
     does not authenticate, and :class:`FramePayloadError` when it does not
     inflate to the length its header gives.
     """
-    aead = aead or AESGCM(key)
-    try:
-        compressed = aead.decrypt(header.nonce, payload, _aad(header_bytes, salt, offset))
-    except InvalidTag:
-        raise FrameAuthError("authentication failed (damaged or moved frame)") from None
-    try:
-        chunk = lz4.block.decompress(compressed, uncompressed_size=header.chunk_len)
-    except lz4.block.LZ4BlockError as exc:
-        raise FramePayloadError(f"payload does not decompress: {exc}") from None
-    if len(chunk) != header.chunk_len:
-        raise FramePayloadError(f"payload decompresses to {len(chunk)} bytes, "
-                                f"header says {header.chunk_len}")
-    return chunk
+    compressed = decrypt_frame(header, header_bytes, payload, key=key, salt=salt, offset=offset,
+                               aead=aead)
+    return decompress_chunk(compressed, header.chunk_len)
 
 
 

@@ -9,7 +9,7 @@ is passed over (it was the oldest; the query asked for what is there now).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -80,7 +80,7 @@ class SpoolReader:
             return None
 
     def frames(self, *, reverse: bool = False, test: FrameTest | None = None,
-               after_seq: int = 0) -> Iterator[tuple[SegmentReader, IndexEntry]]:
+               after_seq: int = 0) -> Generator[tuple[SegmentReader, IndexEntry], None, None]:
         """Every frame (oldest first, or newest first with ``reverse``) that
         passes ``test`` and holds records after ``after_seq``."""
         with closing(self.open_segments(reverse=reverse, after_seq=after_seq)) as segments:
@@ -121,7 +121,7 @@ class SpoolReader:
 
     def frames_quick(self, *, reverse: bool = False, test: FrameTest | None = None,
                      after_seq: int = 0, since_ns: int | None = None,
-                     until_ns: int | None = None) -> Iterator[tuple[SegmentReader, IndexEntry]]:
+                     until_ns: int | None = None) -> Generator[tuple[SegmentReader, IndexEntry], None, None]:
         """What :meth:`frames` yields, for a reader that tests many frames and
         reads few: a sealed segment's footer is read with two small preads
         and its rows become IndexEntry tuples without a constructor call each.

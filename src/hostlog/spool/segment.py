@@ -229,6 +229,15 @@ class SegmentReader:
         """One frame's chunk, authenticated, decrypted and decompressed but
         not decoded (a query looks at a column or two first). The one read
         path of a frame: damage comes back as a value."""
+        return self._read(entry, decompress=True)
+
+    def read_compressed(self, entry: F.IndexEntry) -> bytes | Damage:
+        """One frame's chunk, authenticated and decrypted, still LZ4
+        compressed (``entry.chunk_len`` bytes once inflated): what a
+        forwarder sends. Damage comes back as a value."""
+        return self._read(entry, decompress=False)
+
+    def _read(self, entry: F.IndexEntry, *, decompress: bool) -> bytes | Damage:
         data = os.pread(self.fd, entry.size, entry.offset)
         if len(data) < entry.size:
             return self._damage(entry, "frame is cut short")
@@ -237,9 +246,10 @@ class SegmentReader:
             h = F.unpack_frame_header(header_bytes)
             if h.first_seq != entry.first_seq or h.size != entry.size:
                 raise F.FrameHeaderError("frame header does not match the index")
-            return F.open_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
-                                key=self.keys.data_key, salt=self.header.salt,
-                                offset=entry.offset, aead=self.aead)
+            compressed = F.decrypt_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
+                                         key=self.keys.data_key, salt=self.header.salt,
+                                         offset=entry.offset, aead=self.aead)
+            return F.decompress_chunk(compressed, h.chunk_len) if decompress else compressed
         except F.FrameError as exc:
             return self._damage(entry, str(exc))
 
