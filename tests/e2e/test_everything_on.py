@@ -517,7 +517,8 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         try:
             wait_for(forwarded, timeout=30, interval=0.3, what="the central to acknowledge everything")
         except AssertionError:
-            problems.append(f"forwarding: lag {metric_by_label(agent.metrics(), 'hostlog_forward_lag_records', 'destination')}")
+            lag = metric_by_label(agent.metrics(), "hostlog_forward_lag_records", "destination")
+            problems.append(f"forwarding: lag {lag}")
         edge_rows = agent.query_json()
         origin = edge_rows[0]["__CURSOR"].rpartition(":")[0]
         held_at_central = [r for r in central.query_json() if r["__CURSOR"].startswith(origin + ":")]

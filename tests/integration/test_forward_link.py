@@ -359,7 +359,7 @@ def test_over_tls_only_a_certificate_of_the_ca_with_client_auth_gets_in(tmp_path
             tls = Tls(ca=pki["ca"], cert=pki[bad] if bad else None, key=pki[f"{bad}_key"] if bad else None)
             before = central.receiver.stats.refused
             dest = await edge.forward([f"tls://localhost:{port}"], tls=tls)
-            await until(lambda: central.receiver.stats.refused > before, what=f"{bad} refused")
+            await until(lambda before=before: central.receiver.stats.refused > before, what=f"{bad} refused")
             refused[bad] = dest.links[0].status()
             await edge.close()
         good = Node(tmp_path / "edge", "web-1")
