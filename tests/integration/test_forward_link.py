@@ -16,9 +16,10 @@ import pytest
 from hostlog.agent.forwarding import DropReport
 from hostlog.config import Forward, Tls
 from hostlog.config import Receiver as ReceiverConfig
+from hostlog.forward.output import Identity
 from hostlog.forward.protocol import Chunk, Connection, Hello, Role, Welcome
 from hostlog.forward.receiver import Receiver
-from hostlog.forward.sender import ChunkSource, Identity, build_destination
+from hostlog.forward.sender import ChunkSource, build_destination
 from hostlog.forward.tls import client_context
 from hostlog.record import Columns, Record
 from hostlog.spool.reader import SpoolReader
@@ -387,3 +388,39 @@ def test_over_tls_only_a_certificate_of_the_ca_with_client_auth_gets_in(tmp_path
     assert len(reasons) == 5, reasons
     assert any("clientAuth" in r or "extended key usage" in r.lower() for r in reasons), reasons
     assert any("certificate" in r.lower() for r in reasons), reasons
+
+
+def test_a_damaged_frame_is_reported_skipped_and_the_rest_arrives(tmp_path: Path, caplog) -> None:
+    async def main() -> tuple[list, list, int, int]:
+        port = free_port()
+        edge, central = Node(tmp_path / "edge", "web-1"), Node(tmp_path / "central", "central")
+        edge.open()
+        central.open()
+        for i in range(3):  # three frames of 100
+            await edge.harness.context.sink.write(rows(i * 100, 100))
+            await edge.harness.writer.flush()
+        frames = edge.reader().frames()
+        entries = [entry for _, entry in frames]
+        frames.close()
+        assert [e.first_seq for e in entries] == [1, 101, 201]
+        segment = next((edge.spool.directory / "segments").iterdir())
+        with open(segment, "r+b") as f:  # a flipped bit in the second frame's payload
+            f.seek(entries[1].offset + entries[1].size - 20)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0x10]))
+        await central.receive(port)
+        dest = await edge.forward([f"tcp://127.0.0.1:{port}"])
+        await until(lambda: dest.links[0].cursor.acked >= 300, what="the cursor past the damage")
+        damaged = dest.links[0].source.damaged_records
+        lag = dest.status()["links"][0]["lag_records"]
+        await edge.close()
+        await central.close()
+        return edge.held(), central.held(), damaged, lag
+
+    with caplog.at_level("ERROR", logger="hostlog.forward"):
+        edge_held, central_held, damaged, lag = asyncio.run(main())
+    assert damaged == 100 and lag == 0
+    assert [s for _, s, _ in central_held] == list(range(1, 101)) + list(range(201, 301))
+    assert [r for r in edge_held] == [r for r in central_held]  # the edge cannot read it either
+    assert any("damaged frame" in r.getMessage() for r in caplog.records)

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from hostlog.config import Config
+from hostlog.forward.output import Identity
 from hostlog.forward.receiver import Receiver
-from hostlog.forward.sender import ChunkSource, Destination, Identity, build_destination, cursor_names
+from hostlog.forward.sender import ChunkSource, Destination, build_destination, cursor_names
 from hostlog.record import Columns
 from hostlog.spool.reader import SpoolReader
 

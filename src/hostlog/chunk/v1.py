@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import chain
 from operator import sub
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -24,15 +25,17 @@ __all__ = ["CHUNK_VERSION", "decode_chunk", "decode_columns", "encode_chunk", "e
 #: Bumped on any incompatible change of the chunk layout; readers refuse others.
 CHUNK_VERSION = 1
 
+T = TypeVar("T")
 
-def _deltas(values: list[int]) -> list[int]:
+
+def _deltas(values: Sequence[int]) -> list[int]:
     # Timestamps and sequence numbers of one batch are close together: small
     # deltas pack into 1-3 bytes each instead of 9. (A C-level map: values[0]
     # minus itself, then each value minus the one before.)
     return list(map(sub, values, chain(values[:1], values)))
 
 
-def _distinct(column: list) -> dict:
+def _distinct(column: Sequence[T]) -> dict[T, None]:
     """The column's values, each once, in order of first appearance."""
     # Source and origin (often host too) hold one value per batch: counting
     # that value is a pointer comparison per row, far cheaper than hashing.
@@ -54,11 +57,12 @@ def _undeltas(base: int, deltas: list[int]) -> list[int]:
 def encode_chunk(records: Sequence[Record]) -> bytes:
     """Encode records as one columnar chunk (see docs/format.md)."""
     if not records:
-        return msgpack.packb([CHUNK_VERSION, 0])
+        empty: bytes = msgpack.packb([CHUNK_VERSION, 0])
+        return empty
     return encode_columns(record_columns(records))
 
 
-def encode_columns(columns: list[list]) -> bytes:
+def encode_columns(columns: Sequence[Sequence[Any]]) -> bytes:
     """:func:`encode_chunk` of records given as :func:`record_columns` (not empty).
 
     Per-record work is C-level (``map`` over the columns), so a batch costs
@@ -98,12 +102,13 @@ def encode_columns(columns: list[list]) -> bytes:
         [0] + [1] * (n - 1) if type(seq) is range and seq.step == 1 else _deltas(seq),
     ]
     try:
-        return msgpack.packb(chunk, use_bin_type=True)
+        packed: bytes = msgpack.packb(chunk, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ChunkError(f"record does not encode: {exc}") from exc
+    return packed
 
 
-def _unpack(data: bytes) -> tuple[int, list]:
+def _unpack(data: bytes) -> tuple[int, list[Any]]:
     """The chunk's record count and its 16 columns (checked for shape);
     ChunkError if it is not a version 1 chunk."""
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import accumulate
+from typing import Any, cast
 
 import msgpack
 
@@ -39,7 +40,10 @@ class FrameColumns:
     def __init__(self, chunk: bytes) -> None:
         self.chunk = chunk
         self._view = memoryview(chunk)
-        self._cols: dict[int, object] = {}
+        # what is unpacked or derived, by key: a column by its index (a list;
+        # bytes for SEVERITY, an int for SEQ_BASE), its raw form at index +
+        # 1000, times at -1, seqs at -2, element offsets at -100 - index
+        self._cols: dict[int, Any] = {}
         try:
             u = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(1, len(chunk)))
             u.feed(chunk)
@@ -62,9 +66,9 @@ class FrameColumns:
         if not isinstance(self.strings, list) or not isinstance(self.ts_base, int):
             raise ChunkError("chunk strings or timestamps are malformed")
         self._unpacker = u
-        self._starts = [u.tell()]  # where columns TS_DELTAS, HOST, ... begin
+        self._starts: list[int] = [u.tell()]  # where columns TS_DELTAS, HOST, ... begin
 
-    def _advance(self, c: int, *, take: bool = False) -> object:
+    def _advance(self, c: int, *, take: bool = False) -> Any:
         """Move the sequential unpacker to the start of column ``c``, noting
         where the columns it passes begin; with ``take``, unpack column ``c``
         on the way (it is then parsed once, not skipped and parsed again)."""
@@ -92,8 +96,10 @@ class FrameColumns:
         self._advance(c + 1)
         return self._starts[c - TS_DELTAS], self._starts[c - TS_DELTAS + 1]
 
-    def column(self, c: int) -> list:
-        col = self._cols.get(c)
+    def column(self, c: int) -> list[Any]:
+        """Column ``c`` (>= TS_DELTAS) as msgpack unpacks it: a list of n values,
+        except SEVERITY (bytes: see :meth:`severity`) and SEQ_BASE (an int)."""
+        col: list[Any] | None = self._cols.get(c)
         if col is None:
             if len(self._starts) == c - TS_DELTAS + 1:  # the next one: unpack it in passing
                 col = self._advance(c, take=True)
@@ -109,37 +115,38 @@ class FrameColumns:
             elif not isinstance(col, (list, bytes)) or len(col) != self.n:
                 raise ChunkError("chunk columns differ in length")
             self._cols[c] = col
-        return col  # type: ignore[return-value]
+        return col
 
     def ts(self) -> list[int]:
-        col = self._cols.get(-1)
+        col: list[int] | None = self._cols.get(-1)
         if col is None:
             col = list(accumulate(self.column(TS_DELTAS), initial=self.ts_base))
             del col[0]
             self._cols[-1] = col
-        return col  # type: ignore[return-value]
+        return col
 
     def severity(self) -> bytes:
-        return self.column(SEVERITY)  # type: ignore[return-value]
+        return cast(bytes, self.column(SEVERITY))  # a bin column: msgpack gives bytes
 
-    def msgs(self) -> list:
+    def msgs(self) -> list[Any]:
         return self.column(MSG)
 
     def seq(self) -> list[int]:
-        col = self._cols.get(-2)
+        col: list[int] | None = self._cols.get(-2)
         if col is None:
-            col = list(accumulate(self.column(SEQ_DELTAS), initial=self.column(SEQ_BASE)))
+            base = cast(int, self.column(SEQ_BASE))  # (column() checked it is an int)
+            col = list(accumulate(self.column(SEQ_DELTAS), initial=base))
             del col[0]
             self._cols[-2] = col
-        return col  # type: ignore[return-value]
+        return col
 
-    def some(self, c: int, idx: list[int], *, raw: bool = False) -> list:
+    def some(self, c: int, idx: list[int], *, raw: bool = False) -> list[Any]:
         """Elements ``idx`` (ascending) of column ``c``; a column is unpacked
         whole only when much of it is wanted. ``raw``: text as bytes (a map's
         keys too), which unpacks about twice as fast: for readers that look
         at a few fields of each map."""
         key = c + 1000 if raw else c
-        col = self._cols.get(key)
+        col: list[Any] | None = self._cols.get(key)
         if col is None and len(idx) > self.n * _SPARSE:
             if raw:
                 start, end = self.span(c)
@@ -154,8 +161,8 @@ class FrameColumns:
                 col = self.column(c)
         if col is not None:
             if len(idx) == self.n:
-                return col  # type: ignore[return-value]
-            return [col[i] for i in idx]  # type: ignore[index]
+                return col
+            return [col[i] for i in idx]
         start = self.start(c)
         u = msgpack.Unpacker(raw=raw, strict_map_key=True,
                              max_buffer_size=max(1, len(self.chunk) - start))
@@ -180,7 +187,7 @@ class FrameColumns:
         the column ends (n + 1 offsets): msgpack skips the elements in C, so
         this is far cheaper than unpacking a column of maps."""
         key = -100 - c
-        starts = self._cols.get(key)
+        starts: list[int] | None = self._cols.get(key)
         if starts is None:
             start = self.start(c)
             u = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(self.chunk) - start))
@@ -198,7 +205,7 @@ class FrameColumns:
                 raise ChunkError(f"chunk column {c} is not valid msgpack: {exc}") from exc
             starts = [start + off for off in starts]
             self._cols[key] = starts
-        return starts  # type: ignore[return-value]
+        return starts
 
     def holding(self, c: int, needles: list[bytes]) -> set[int]:
         """Indices of the elements of column ``c`` whose bytes contain one of

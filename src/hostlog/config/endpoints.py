@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 INET_SCHEMES = ("udp", "tcp", "tls")
 UNIX_SCHEMES = ("unix", "unix-stream")
+#: ``http://HOST[:PORT][/PATH]`` (an OTLP collector, say); the port defaults to 80 / 443
+HTTP_SCHEMES = ("http", "https")
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _UNIX_PATH_MAX = 107
 _URL_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
@@ -36,6 +38,9 @@ class Endpoint(NamedTuple):
 
     @property
     def url(self) -> str:
+        if self.scheme in HTTP_SCHEMES:
+            host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+            return f"{self.scheme}://{host}:{self.port}{self.path or ''}"
         if self.path is not None:
             return f"{self.scheme}://{self.path}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
@@ -114,13 +119,21 @@ def parse_endpoint(url: str, schemes: Iterable[str] = INET_SCHEMES + UNIX_SCHEME
         if len(os.fsencode(rest)) > _UNIX_PATH_MAX:
             raise ValueError(f"invalid URL {url!r}: unix socket paths are limited to {_UNIX_PATH_MAX} bytes")
         return Endpoint(scheme, None, None, rest)
+    path = None
+    if scheme in HTTP_SCHEMES:
+        rest, slash, tail = rest.partition("/")
+        path = slash + tail if slash and tail else None
+        if not re.search(r":\d*$", rest):  # no port: the scheme's
+            rest += ":443" if scheme == "https" else ":80"
     result = _host_port_problem(rest, _example_url(scheme))
     if isinstance(result, str):
         raise ValueError(f"invalid URL {url!r}: {result}")
-    return Endpoint(scheme, result[0], result[1], None)
+    return Endpoint(scheme, result[0], result[1], path)
 
 
 def _example_url(scheme: str) -> str:
+    if scheme in HTTP_SCHEMES:
+        return f"{scheme}://127.0.0.1:4318"
     if scheme in UNIX_SCHEMES:
         return f"{scheme}:///run/hostlog/dev-log"
     return f"{scheme}://127.0.0.1:{7514 if scheme == 'tls' else 5514}"

@@ -28,7 +28,7 @@ from hostlog.config.fields import (
     _Section,
     _url,
 )
-from hostlog.config.sources import Source, SyslogSource
+from hostlog.config.sources import FluentSource, Source, SyslogSource
 from hostlog.config.units import format_size
 from hostlog.paths import default_state_dir
 
@@ -99,17 +99,25 @@ class Spool(_Section):
         return self
 
 
+_TARGET_SCHEMES: dict[str, tuple[str, ...]] = {
+    "hostlog": ("tcp", "tls"), "syslog": ("tcp", "tls"), "fluent": ("tcp", "tls"), "otlp": ("http", "https")}
+
+
 class Forward(_Section):
     """``[[forward]]``: a destination this agent ships its spool to."""
 
     name: Name
     """Unique name; the destination's acknowledged cursor is kept under it."""
+    type: Literal["hostlog", "syslog", "fluent", "otlp"] = "hostlog"
+    """What the targets speak: hostlog (the peer protocol, to a [receiver]), syslog
+    (RFC 5424 with octet counting, to rsyslog or syslog-ng), fluent (Fluent Forward,
+    to Fluentd or Fluent Bit), otlp (OTLP/HTTP logs)."""
     targets: Annotated[
-        list[Annotated[str, _url(("tcp", "tls"))]],
+        list[Annotated[str, _url(("tcp", "tls", "http", "https"))]],
         _not_a_string("targets", 'a list of URLs, e.g. ["tls://central-1:7514"], not a string'),
         Field(min_length=1),
     ]
-    """Peers: tcp://HOST:PORT or tls://HOST:PORT."""
+    """Peers: tcp://HOST:PORT or tls://HOST:PORT; for otlp, http(s)://HOST[:PORT][/PATH]."""
     mode: Literal["failover", "replicate"] = "failover"
     """failover: one target at a time, in order; replicate: all targets at once."""
     min_acks: Annotated[int, Field(ge=1)] = 1
@@ -118,10 +126,44 @@ class Forward(_Section):
     """Chunks in flight without an ack, per target."""
     token: str | None = None
     """Shared token presented to the receiver (instead of, or besides, a client certificate)."""
+    shared_key: Annotated[str, Field(min_length=1)] | None = None
+    """fluent: the shared key of the Fluent Forward handshake (HELO/PING/PONG)."""
+    username: str | None = None
+    """fluent: user for the handshake, with ``password``."""
+    password: str | None = None
+    """fluent: the user's password."""
+    compress: bool = False
+    """fluent: CompressedPackedForward (gzip) instead of PackedForward."""
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    """otlp: the request body's encoding."""
+    gzip: bool = True
+    """otlp: gzip the request body."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """otlp: extra HTTP headers (an API key, a tenant)."""
 
     def endpoints(self) -> list[Endpoint]:
         """The ``targets`` URLs, parsed."""
-        return [parse_endpoint(url, ("tcp", "tls")) for url in self.targets]
+        return [parse_endpoint(url, _TARGET_SCHEMES[self.type]) for url in self.targets]
+
+    @model_validator(mode="after")
+    def _schemes(self) -> Forward:
+        schemes = _TARGET_SCHEMES[self.type]
+        problems = []
+        for i, url in enumerate(self.targets):
+            try:
+                parse_endpoint(url, schemes)
+            except ValueError as exc:
+                problems.append((("targets", i), f"type {self.type!r} takes {' or '.join(s + '://' for s in schemes)} "
+                                                 f"targets: {exc}"))
+        for key in ("shared_key", "username", "password"):
+            if getattr(self, key) is not None and self.type != "fluent":
+                problems.append(((key,), f'only for type = "fluent" (this one is {self.type!r})'))
+        if (self.username is None) != (self.password is None):
+            problems.append((("password" if self.password is None else "username",),
+                             "username and password are given together"))
+        if problems:
+            raise _problems(*problems)
+        return self
 
     @model_validator(mode="after")
     def _acks(self) -> Forward:
@@ -262,7 +304,7 @@ class Config(_Section):
         # A tls:// listener needs a certificate; a tls:// target can do with the system CAs.
         has_cert = self.tls is not None and self.tls.cert is not None
         for i, source in enumerate(self.sources):
-            if isinstance(source, SyslogSource):
+            if isinstance(source, SyslogSource | FluentSource):
                 for j, endpoint in enumerate(source.endpoints()):
                     if endpoint.scheme == "tls" and not has_cert:
                         problems.append(

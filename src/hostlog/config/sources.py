@@ -1,4 +1,4 @@
-"""The ``[[source]]`` models: syslog, journald and file, and their rate limit."""
+"""The ``[[source]]`` models: syslog, journald, file and forward (Fluent Forward), and their rate limit."""
 
 from __future__ import annotations
 
@@ -149,4 +149,35 @@ class FileSource(_Section):
         return value
 
 
-Source = Annotated[SyslogSource | JournaldSource | FileSource, Field(discriminator="type")]
+class FluentSource(_Section):
+    """``[[source]] type = "forward"``: a Fluent Forward input (Fluentd, Fluent Bit, the
+    fluent-logger clients send to it)."""
+
+    type: Literal["forward"] = "forward"
+    name: Name | None = None
+    """Stable name (metrics); default "forward-N"."""
+    listen: Annotated[
+        list[Annotated[str, _url(("tcp", "tls"))]],
+        _not_a_string("listen", 'a list of URLs, e.g. ["tcp://127.0.0.1:24224"], not a string'),
+        Field(min_length=1),
+    ]
+    """Sockets: tcp:// or tls:// HOST:PORT (tls needs [tls] cert and key)."""
+    shared_key: Annotated[str, Field(min_length=1)] | None = None
+    """If set, clients must pass the shared-key handshake (HELO/PING/PONG)."""
+    users: dict[str, str] = Field(default_factory=dict)
+    """With shared_key: user name -> password; clients must authenticate as one of them."""
+    max_message: Annotated[Size, _at_least_size(1024)] = 64 * 1024 * 1024
+    """The largest msgpack message taken from a client; a larger one closes its connection."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The ``listen`` URLs, parsed."""
+        return [parse_endpoint(url, ("tcp", "tls")) for url in self.listen]
+
+    @model_validator(mode="after")
+    def _users(self) -> FluentSource:
+        if self.users and self.shared_key is None:
+            raise ValueError("users needs shared_key (the handshake carries both)")
+        return self
+
+
+Source = Annotated[SyslogSource | JournaldSource | FileSource | FluentSource, Field(discriminator="type")]

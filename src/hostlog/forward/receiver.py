@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostlog.chunk import decode_columns
+from hostlog.chunk import ORIGIN, FrameColumns, decode_columns
 from hostlog.collectors.base import CollectorContext
 from hostlog.errors import ChunkError, FrameError, PeerRefusedError, ProtocolError, RemoteProtocolError, SinkError
 from hostlog.forward.dedup import Dedup
@@ -89,12 +89,17 @@ class ReceiverState:
                 chunk = seg.read_chunk(entry)
                 if isinstance(chunk, Damage):
                     continue  # unreadable here, and to every query: not held
-                try:
-                    batch = decode_columns(chunk)
-                except ChunkError:
+                try:  # two columns of the chunk, not its messages
+                    columns = FrameColumns(chunk)
+                    if not columns.n:
+                        continue
+                    strings = columns.strings
+                    origins = [strings[i] for i in columns.column(ORIGIN)]
+                    seqs = columns.seq()
+                except (ChunkError, IndexError, TypeError):
                     continue
-                n += len(batch)
-                for origin, seq in zip(batch.origin, batch.seq):
+                n += len(seqs)
+                for origin, seq in zip(origins, seqs):
                     if seq > self.origins.get(origin, 0):
                         self.origins[origin] = seq
         for agent, seq in self.origins.items():

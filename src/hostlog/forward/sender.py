@@ -41,7 +41,8 @@ from typing import Any
 
 from hostlog.config.endpoints import Endpoint
 from hostlog.errors import PeerRefusedError, ProtocolError, RemoteProtocolError
-from hostlog.forward.protocol import Ack, Chunk, Connection, Error, Hello, Role, Welcome
+from hostlog.forward.output import Identity, Output, Refused
+from hostlog.forward.protocol import Chunk
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.segment import Damage
 from hostlog.spool.state import read_json, write_json
@@ -187,37 +188,20 @@ class LinkStats:
     last_error: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    agent: str
-    host: str
-    token: str | None = None
-
-
-class _Refused(Exception):
-    """The receiver said Error; ``rejected``: do not come back soon."""
-
-    def __init__(self, error: Error) -> None:
-        super().__init__(f"receiver says {error.kind}: {error.reason}")
-        self.rejected = error.kind == "rejected"
-
-
 class Link:
     """One connection at a time to the targets of one cursor: sends the
     spool from the cursor on, in a window, and moves the cursor on acks."""
 
     def __init__(self, name: str, endpoints: list[Endpoint], cursor: Cursor, source: ChunkSource,
-                 identity: Identity, *, durable: Callable[[], int], window: int,
-                 ssl_context: Callable[[], ssl.SSLContext] | None,
+                 output: Callable[[Endpoint], Output], *, durable: Callable[[], int], window: int,
                  report: Callable[[str, BaseException], None]) -> None:
         self.name = name
         self.endpoints = endpoints
         self.cursor = cursor
         self.source = source
-        self.identity = identity
+        self.output = output  # one per connection
         self.durable = durable
         self.window = window
-        self.ssl_context = ssl_context
         self.report = report  # an unexpected error (a bug): counted by the agent
         self.stats = LinkStats()
         self.target: Endpoint | None = None  # the one connected to
@@ -291,7 +275,7 @@ class Link:
                 continue
             except asyncio.CancelledError:
                 raise
-            except _Refused as exc:
+            except Refused as exc:
                 self._failed(endpoint, exc)
                 wait = REJECTED_BACKOFF_S if exc.rejected else backoff
             except (OSError, EOFError, TimeoutError, ssl.SSLError, ProtocolError, PeerRefusedError) as exc:
@@ -318,44 +302,28 @@ class Link:
         self.stats.last_error = reason
 
     async def _session(self, endpoint: Endpoint, *, failback: bool) -> bool:
-        """Connect, greet, and send until the connection fails (raises) or,
+        """Open the output, and send until the connection fails (raises) or,
         on a failover target other than the first, until it is time to go
         back (returns True)."""
-        assert endpoint.host is not None and endpoint.port is not None
-        ctx = self.ssl_context() if endpoint.scheme == "tls" and self.ssl_context else None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(endpoint.host, endpoint.port, ssl=ctx,
-                                    server_hostname=endpoint.host if ctx else None,
-                                    limit=1 << 20),
-            CONNECT_TIMEOUT_S)
+        out = self.output(endpoint)
         acks: asyncio.Task[None] | None = None
         try:
-            if ctx is not None:
-                from hostlog.forward.tls import check_peer
-                check_peer(writer.get_extra_info("ssl_object"), role="server")
-            conn = Connection(Role.CLIENT)
-            ident = self.identity
-            writer.write(conn.send(Hello(agent=ident.agent, host=ident.host, token=ident.token)))
-            welcome = await asyncio.wait_for(self._first_event(conn, reader), HELLO_TIMEOUT_S)
-            if isinstance(welcome, Error):
-                raise _Refused(welcome)
-            if not isinstance(welcome, Welcome):
-                raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
-            if self.cursor.advance(welcome.held):
+            held = await asyncio.wait_for(out.open(), CONNECT_TIMEOUT_S + HELLO_TIMEOUT_S)
+            if held is not None and self.cursor.advance(held):
                 log.info("forward %s: %s holds up to seq %d: going on from there",
-                         self.name, endpoint.url, welcome.held)
+                         self.name, endpoint.url, held)
             self.target, self.connected_since = endpoint, time.monotonic()
             self.stats.connects += 1
             if self.stats.last_error:
                 log.info("forward %s: connected to %s", self.name, endpoint.url)
                 self.stats.last_error = ""
-            sent_upto = max(self.cursor.acked, welcome.held)
-            acks = asyncio.create_task(self._read_acks(conn, reader, lambda: sent_upto))
+            sent_upto = self.cursor.acked
+            acks = asyncio.create_task(self._take_acks(out, lambda: sent_upto))
             started = time.monotonic()
             while not self._stopping:
                 if acks.done():
                     acks.result()  # raises what ended it
-                    raise ConnectionResetError("receiver closed the connection")
+                    raise ConnectionResetError(f"{endpoint.url} closed the connection")
                 if failback and time.monotonic() - started > FAILBACK_S:
                     await self._drain(acks)
                     log.info("forward %s: going back to %s", self.name, self.endpoints[0].url)
@@ -367,62 +335,38 @@ class Link:
                     continue
                 upto = self.durable()
                 if upto <= sent_upto:
+                    if not self.inflight and self.cursor.acked < sent_upto:
+                        # what is left was skipped (damaged, or gone): nothing will ack it
+                        self.cursor.advance(sent_upto)
                     await asyncio.wait([acks], timeout=IDLE_POLL_S)
                     continue
                 chunks, reached = await asyncio.to_thread(
                     self.source.read, sent_upto, upto, max_frames=min(room, READ_FRAMES),
                     max_bytes=WINDOW_BYTES - in_flight_bytes)
                 for chunk, ts_min in chunks:
-                    writer.write(conn.send(chunk))
+                    # in flight before it is sent: an output may ack it at once
                     self.inflight.append(Sent(chunk.last, len(chunk.data), ts_min))
+                    await out.send(chunk)
                     self.stats.chunks += 1
                     self.stats.records += chunk.count
                     self.stats.bytes += len(chunk.data)
-                if not chunks and reached > sent_upto and not self.inflight:
-                    # only damaged or vanished frames: nothing to wait an ack for
-                    self.cursor.advance(reached)
                 sent_upto = max(sent_upto, reached)
-                await writer.drain()
+                await out.drain()
             return False
         finally:
             if acks is not None:
                 acks.cancel()
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+            await out.close()
 
-    @staticmethod
-    async def _first_event(conn: Connection, reader: asyncio.StreamReader) -> Any:
-        while True:
-            events = conn.events()
-            if events:
-                return events[0]
-            data = await reader.read(65536)
-            conn.receive_data(data)
-            if not data and not conn.events():
-                raise ConnectionResetError("receiver closed the connection before its welcome")
-
-    async def _read_acks(self, conn: Connection, reader: asyncio.StreamReader,
-                         sent_upto: Callable[[], int]) -> None:
-        while True:
-            data = await reader.read(1 << 16)
-            conn.receive_data(data)
-            for event in conn.events():
-                if isinstance(event, Ack):
-                    if event.origin != self.source.origin or event.seq > sent_upto():
-                        raise RemoteProtocolError(f"ack of {event.origin}:{event.seq}, which was not sent")
-                    while self.inflight and self.inflight[0].last <= event.seq:
-                        self.inflight.popleft()
-                    self.cursor.advance(event.seq)
-                    self._space.set()
-                elif isinstance(event, Error):
-                    raise _Refused(event)
-                else:
-                    raise RemoteProtocolError(f"unexpected {type(event).__name__} from the receiver")
-            if not data:
-                return
+    async def _take_acks(self, out: Output, sent_upto: Callable[[], int]) -> None:
+        """Move the cursor on each ack the output reports (cumulative seqs)."""
+        async for seq in out.acks():
+            if seq > sent_upto():
+                raise RemoteProtocolError(f"ack of seq {seq}, which was not sent")
+            while self.inflight and self.inflight[0].last <= seq:
+                self.inflight.popleft()
+            self.cursor.advance(seq)
+            self._space.set()
 
     async def _wait_space(self, acks: asyncio.Task[None]) -> None:
         self._space.clear()
@@ -482,13 +426,25 @@ def build_destination(forward: Any, *, cursors: Path, source: Callable[[], Chunk
                       report: Callable[[str, BaseException], None]) -> Destination:
     """The destination of one ``[[forward]]`` section (``hostlog.config.Forward``).
     ``source`` makes each link its own spool reader (links read on threads)."""
-    ident = Identity(identity.agent, identity.host, forward.token)
+    output = output_factory(forward, Identity(identity.agent, identity.host, forward.token), ssl_context)
     dest = Destination(forward.name, _mode(forward), forward.min_acks)
     for stem, group in _links(forward):
-        dest.links.append(Link(stem, group, Cursor(cursors / f"{stem}.json"), source(), ident,
-                               durable=durable, window=forward.window, ssl_context=ssl_context,
-                               report=report))
+        dest.links.append(Link(stem, group, Cursor(cursors / f"{stem}.json"), source(), output,
+                               durable=durable, window=forward.window, report=report))
     return dest
+
+
+def output_factory(forward: Any, identity: Identity,
+                   ssl_context: Callable[[], ssl.SSLContext] | None) -> Callable[[Endpoint], Output]:
+    """What makes one connection's output for ``forward.type``."""
+    kind = getattr(forward, "type", "hostlog")
+    if kind == "hostlog":
+        from hostlog.forward.hostlog_out import HostlogOutput
+        return lambda endpoint: HostlogOutput(endpoint, identity, ssl_context)
+    if kind == "syslog":
+        from hostlog.forward.syslog_out import SyslogOutput
+        return lambda endpoint: SyslogOutput(endpoint, identity, ssl_context)
+    raise ValueError(f"forward {forward.name}: type {kind!r} is not available yet")
 
 
 def cursor_names(forward: Any) -> list[str]:

@@ -163,6 +163,7 @@ class Query:
 
     def __post_init__(self) -> None:
         self._bloom_cache: dict[bytes, tuple[list[int] | None, list[int] | None]] = {}
+        self._prepared: _Prepared | None  # (set by __setattr__, made by _prepare())
 
     def __setattr__(self, name: str, value: object) -> None:
         # what _prepare() derives is derived again after any change
@@ -171,7 +172,7 @@ class Query:
             object.__setattr__(self, "_prepared", None)
 
     # -- derived once ----------------------------------------------------------------
-    def _prepare(self) -> tuple:
+    def _prepare(self) -> _Prepared:
         if self._prepared is not None:
             return self._prepared
         units = [_NameMatch(unit_names(u), _is_glob(u)) for u in self.units]
@@ -187,7 +188,7 @@ class Query:
             literals.append([h.encode("utf-8", "surrogateescape") for h in self.hosts])
         if self.sources:
             literals.append([s.encode("utf-8", "surrogateescape") for s in self.sources])
-        group_literals = []
+        group_literals: list[list[list[bytes]]] = []
         for g in self.matches:
             need = [sorted(values) for name, values in g.items()
                     if name not in _DERIVED_FIELDS and all(values)]
@@ -454,6 +455,13 @@ class _GrepScan:
         return out
 
 
+# What Query._prepare() derives from the query: (units, idents, unit_bloom,
+# ident_bloom, literals, group_literals, grep, severity_class).
+_Prepared = tuple[list[_NameMatch], _NameMatch | None, list[str] | None, list[str] | None,
+                  list[list[bytes]], list[list[list[bytes]]], _GrepScan | None,
+                  re.Pattern[bytes] | None]
+
+
 def _text(m: str | bytes) -> str:
     return m if isinstance(m, str) else m.decode("utf-8", "replace")
 
@@ -462,7 +470,7 @@ def _context_free(pattern: re.Pattern[str]) -> bool:
     try:
         from re import _parser  # type: ignore[attr-defined]
         tree = _parser.parse(pattern.pattern, pattern.flags)
-        from re._constants import ASSERT, ASSERT_NOT, AT, AT_BOUNDARY  # type: ignore
+        from re._constants import ASSERT, ASSERT_NOT, AT, AT_BOUNDARY
     except Exception:  # another Python's internals: search message by message
         return False
 
@@ -487,7 +495,7 @@ def _required_literal(pattern: re.Pattern[str]) -> bytes | None:
         return None
     try:
         from re import _parser  # type: ignore[attr-defined]
-        from re._constants import LITERAL  # type: ignore
+        from re._constants import LITERAL
         tree = _parser.parse(pattern.pattern, pattern.flags)
     except Exception:
         return None

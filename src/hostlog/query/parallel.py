@@ -23,6 +23,7 @@ import os
 import signal
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +31,7 @@ from hostlog.query.filters import Query
 from hostlog.query.run import ColumnPick, Printer, frame_selected
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.reader import SpoolReader
+from hostlog.spool.segment import Damage
 
 __all__ = ["BATCH_FRAMES", "MIN_FRAMES", "QueryWorkerError", "worker_count", "write_parallel"]
 
@@ -116,7 +118,7 @@ def _merge(out: BinaryIO, fds: list[int], n_batches: int, joiner: Printer, *,
         if flags & _FAILED or len(payload) < size:
             raise QueryWorkerError(text or "a query worker failed")
         if text:
-            reader.damage.extend(_Noted(line) for line in text.split("\n"))
+            reader.damage.extend(_Noted("", 0, line) for line in text.split("\n"))
         first_boot, last_boot = _boot(first), _boot(last)
         if joiner.boot_lines and first_boot and previous_boot and first_boot != previous_boot:
             out.write(joiner.separator(first_boot))
@@ -180,8 +182,13 @@ def _work(wfd: int, reader: SpoolReader, query: Query, batches: list[list[tuple[
         os.close(wfd)
 
 
-class _Noted(str):
-    """Damage a worker reported, kept as its text."""
+@dataclass(frozen=True, slots=True)
+class _Noted(Damage):
+    """Damage a worker reported, kept as its text (``reason``: what str() of
+    the worker's Damage gave), which is what str() gives again."""
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def _boot(raw: bytes) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Literal, overload
 
 from hostlog.chunk import ChunkError, FrameColumns
 from hostlog.query.filters import Query
@@ -80,7 +80,7 @@ def first_selected(reader: SpoolReader, query: Query, lines: int, *,
                                           until_ns=query.until_ns):
         pairs = frame_selected(reader, seg, entry, query, first=lines - len(picked),
                                identity=identity)
-        picked.extend(pairs)  # type: ignore[arg-type]  # with first=, never a ColumnPick
+        picked.extend(pairs)
         if len(picked) >= lines:
             break
     return picked
@@ -92,6 +92,12 @@ def last_seq(reader: SpoolReader) -> int:
     return 0
 
 
+@overload
+def iter_pieces(reader: SpoolReader, query: Query, *, reverse: bool = ..., after_seq: int = ...,
+                identity: bool = ..., columnar: Literal[False] = ...) -> Iterator[Pairs]: ...
+@overload
+def iter_pieces(reader: SpoolReader, query: Query, *, reverse: bool = ..., after_seq: int = ...,
+                identity: bool = ..., columnar: bool) -> Iterator[Pairs | ColumnPick]: ...
 def iter_pieces(reader: SpoolReader, query: Query, *, reverse: bool = False, after_seq: int = 0,
                 identity: bool = True, columnar: bool = False) -> Iterator[Pairs | ColumnPick]:
     """What each frame selects, frame by frame, in the order shown (see
@@ -114,7 +120,7 @@ def iter_selected(reader: SpoolReader, query: Query, *, reverse: bool = False,
                   after_seq: int = 0, identity: bool = True) -> Iterator[tuple[int, Record]]:
     for pairs in iter_pieces(reader, query, reverse=reverse, after_seq=after_seq,
                              identity=identity):
-        yield from pairs  # type: ignore[misc]  # not columnar: always pairs
+        yield from pairs
 
 
 class ColumnPick:
@@ -137,6 +143,14 @@ class ColumnPick:
         return pairs
 
 
+@overload
+def frame_selected(reader: SpoolReader, seg: SegmentReader, entry: IndexEntry, query: Query, *,
+                   after_seq: int = ..., last: int | None = ..., first: int | None = ...,
+                   identity: bool = ..., columnar: Literal[False] = ...) -> Pairs: ...
+@overload
+def frame_selected(reader: SpoolReader, seg: SegmentReader, entry: IndexEntry, query: Query, *,
+                   after_seq: int = ..., last: int | None = ..., first: int | None = ...,
+                   identity: bool = ..., columnar: bool) -> Pairs | ColumnPick: ...
 def frame_selected(reader: SpoolReader, seg: SegmentReader, entry: IndexEntry, query: Query, *,
                    after_seq: int = 0, last: int | None = None, first: int | None = None,
                    identity: bool = True, columnar: bool = False) -> Pairs | ColumnPick:
@@ -250,9 +264,9 @@ class Printer:
         printed (0 if none)."""
         if piece.__class__ is ColumnPick:
             if self.columns is None:
-                piece = piece.pairs()  # type: ignore[union-attr]
+                piece = piece.pairs()
             else:
-                pick: ColumnPick = piece  # type: ignore[assignment]
+                pick: ColumnPick = piece
                 lines, boots, kept = self.columns(pick.cols, pick.idx, pick.verify, pick.identity)
                 self.top = pick.first + kept[-1] if kept else 0
                 if pick.reverse:

@@ -12,9 +12,9 @@ codec's business (``hostlog.chunk``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 T = TypeVar("T")
 
@@ -22,6 +22,8 @@ __all__ = [
     "COLUMNS",
     "Batch",
     "Columns",
+    "FieldValue",
+    "Fields",
     "OnDurable",
     "Record",
     "SEVERITY_NAMES",
@@ -30,6 +32,12 @@ __all__ = [
 
 #: syslog severities, index = numeric value (RFC 5424 section 6.2.1).
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+#: The value of one of :attr:`Record.fields`: a field with several values
+#: (journald allows it) holds a list of them.
+FieldValue = str | bytes | list[str | bytes]
+#: What :attr:`Record.fields` holds.
+Fields = dict[str, FieldValue]
 
 
 @dataclass(slots=True)
@@ -50,8 +58,7 @@ class Record:
     pid: int | None = None
     severity: int = 6  # info
     facility: int | None = None
-    # a field with several values (journald allows it) holds a list of them
-    fields: dict[str, str | bytes | list[str | bytes]] = field(default_factory=dict)
+    fields: Fields = field(default_factory=dict)
     origin: str = ""
     seq: int = 0
 
@@ -61,7 +68,7 @@ COLUMNS = ("ts", "host", "source", "app", "pid", "severity", "facility", "msg", 
            "origin", "seq")
 
 
-def record_columns(records: Sequence[Record]) -> list[list]:
+def record_columns(records: Sequence[Record]) -> list[list[Any]]:
     """The records' attributes as one list per attribute, in :data:`COLUMNS` order."""
     # (a list comprehension per attribute: faster than map(attrgetter) here)
     return [[r.ts for r in records], [r.host for r in records], [r.source for r in records],
@@ -87,7 +94,9 @@ class _Column(Generic[T]):
         return batch.columns[self.index]
 
     def __set__(self, batch: Columns, value: Sequence[T]) -> None:
-        batch.columns[self.index] = value  # type: ignore[call-overload]  # a list, or a range (a stamped seq)
+        # a list, or a range (the spool's stamped seq, which the codec reads
+        # as it is and nothing extends): stored as it is, typed as the lists
+        batch.columns[self.index] = cast("list[Any]", value)
 
 
 class Columns:
@@ -125,8 +134,8 @@ class Columns:
     origin = _Column[str](9)
     seq = _Column[int](10)
 
-    def __init__(self, columns: list[list], *, text_size: int | None = None,
-                 fields_pool: list[dict] | None = None) -> None:
+    def __init__(self, columns: list[list[Any]], *, text_size: int | None = None,
+                 fields_pool: list[dict[str, Any]] | None = None) -> None:
         if len(columns) != len(COLUMNS) or len(set(map(len, columns))) > 1:
             raise ValueError(f"Columns wants {len(COLUMNS)} lists of one length")
         self.columns = columns
@@ -139,14 +148,14 @@ class Columns:
         return cls(record_columns(records))
 
     @classmethod
-    def empty(cls, *, fields_pool: list[dict] | None = None) -> Columns:
+    def empty(cls, *, fields_pool: list[dict[str, Any]] | None = None) -> Columns:
         """A batch of no rows (what carries a durability callback alone)."""
         return cls([[] for _ in COLUMNS], text_size=0, fields_pool=fields_pool)
 
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of Records
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.records())
 
     def records(self) -> list[Record]:

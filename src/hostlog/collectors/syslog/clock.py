@@ -17,13 +17,23 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Callable
 from datetime import date
+from enum import Enum
+from typing import Final
 
 __all__ = ["clear_time_caches"]
 
 _NS = 1_000_000_000
 _CACHE_MAX = 4096  # entries per time cache; a busy stream needs a few per minute
-_MISS = object()  # not in a cache (None in a cache means "no such time")
+
+
+class _Miss(Enum):
+    # the type of _MISS alone: a checker then narrows "x is _MISS" (an object() it cannot)
+    MISS = 0
+
+
+_MISS: Final = _Miss.MISS  # not in a cache (None in a cache means "no such time")
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
@@ -44,7 +54,8 @@ def clear_time_caches() -> None:
     _local_day[:] = [0, 0]
 
 
-def _cached(cache: dict[str, int | None], key: str, compute) -> int | None:
+def _cached(cache: dict[str, int | None], key: str,
+            compute: Callable[[str], int | None]) -> int | None:
     if len(cache) >= _CACHE_MAX:
         cache.clear()
     value = cache[key] = compute(key)
@@ -95,6 +106,7 @@ def _rfc3339_ns(ts: str) -> int | None:
         base = _cached(_utc_seconds, key, _utc_second)
     if base is None:
         return None
+    off: int | None
     if ts[-1] == "Z":
         off, frac = 0, ts[20:-1]
     else:

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import cast
 
 from hostlog.collectors.syslog.clock import _bsd_ns, _iso_ns, _rfc3339_ns, clear_time_caches
 from hostlog.collectors.syslog.framing import TruncatedFrame
-from hostlog.record import Columns, Record
+from hostlog.record import Columns, Fields, Record
 
 __all__ = ["clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages"]
 
@@ -259,7 +260,7 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
         m = _ISO_TS.match(text, p)
         if m is not None:
             ts = _iso_ns(m)
-    if ts is not None:
+    if ts is not None and m is not None:  # (m is the match ts was read from)
         return _rfc3164(text, clean, m.end(), 13 if pri is None else pri, ts, default_host)
     if pri is None:
         return _unparsed(whole, received_ns, default_host, None, "no PRI and no TIMESTAMP")
@@ -271,6 +272,8 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
     # rule here. Any other first word is CONTENT ("<14>hello world",
     # "<14>Just a sentence: with colon"), as journald reads it (rsyslog would
     # take "hello" for a HOSTNAME and "world" for a TAG).
+    pid: int | None
+    fields: Fields
     app, pid, fields = "", None, {}
     m = _HEADERLESS_TAG.match(text, p)
     if m is not None:
@@ -285,13 +288,14 @@ def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: in
              default_host: str) -> Record | None:
     """Finish an RFC 5424 message whose HEADER matched; None on any error."""
     _, version, ts_text, host, app, procid, msgid = m.groups()
+    ts: int | None
     if ts_text == "-":
         ts = received_ns  # RFC 5424 6.2.3: NILVALUE if the originator has no time
     else:
         ts = _rfc3339_ns(ts_text)
         if ts is None:
             return None
-    fields: dict[str, str | bytes] = {}
+    fields: Fields = {}
     pid = None
     if procid != "-":
         pid = _pid(procid)
@@ -325,7 +329,7 @@ def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: in
                   "" if app == "-" else app, pid, pri & 7, pri >> 3, fields)
 
 
-def _structured_data(text: str, p: int, fields: dict[str, str | bytes], clean: bool) -> int:
+def _structured_data(text: str, p: int, fields: Fields, clean: bool) -> int:
     """Parse SD-ELEMENTs at ``p`` into ``fields``; return the end, or -1 if invalid."""
     seen = set()
     while True:
@@ -351,7 +355,7 @@ def _structured_data(text: str, p: int, fields: dict[str, str | bytes], clean: b
                 if old is not None:
                     # RFC 5424 7.2.1: a PARAM-NAME may repeat (several "ip" in
                     # "origin"); keep every value, one per line.
-                    val = _join(old, val)
+                    val = _join(cast("str | bytes", old), val)  # (no lists here)
                 fields[key] = val
         p = m.end()
         # RFC 5424 6.3: no space between SD-ELEMENTs.
@@ -381,6 +385,8 @@ def _rfc3164(text: str, clean: bool, p: int, pri: int, ts: int, default_host: st
         sp = text.find(" ", p)
         word = text[p:] if sp < 0 else text[p:sp]
     # RFC 3164 4.1.3: MSG = TAG CONTENT; TAG is conventionally "name[pid]:".
+    pid: int | None
+    fields: Fields
     app, pid, fields = "", None, {}
     if word.endswith(":"):
         tag: str | None = word[:-1]
@@ -396,11 +402,11 @@ def _rfc3164(text: str, clean: bool, p: int, pri: int, ts: int, default_host: st
                   pri & 7, pri >> 3, fields)
 
 
-def _tag(tag: str, clean: bool) -> tuple[str, int | None, dict[str, str | bytes]]:
+def _tag(tag: str, clean: bool) -> tuple[str, int | None, Fields]:
     """A TAG without its ":" -> (app, pid, fields): "name[pid]" gives the pid,
     or a "procid" field when the part in brackets is not a pid."""
     pid: int | None = None
-    fields: dict[str, str | bytes] = {}
+    fields: Fields = {}
     if tag.endswith("]") and (i := tag.find("[")) > 0:
         procid = tag[i + 1:-1]
         tag = tag[:i]

@@ -12,8 +12,10 @@ it does not read itself to the per-message parser of
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterator, Sequence
 from itertools import repeat
 from operator import add
+from typing import Any, cast
 
 from hostlog.collectors.syslog.clock import (
     _MISS,
@@ -21,6 +23,7 @@ from hostlog.collectors.syslog.clock import (
     _cached,
     _local_day,
     _local_minute,
+    _Miss,
     _new_local_day,
     _offset,
     _utc_second,
@@ -28,7 +31,7 @@ from hostlog.collectors.syslog.clock import (
 )
 from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
 from hostlog.collectors.syslog.parse import _SD_NAME, _parse_safe, _pid, _structured_data
-from hostlog.record import Columns, Record
+from hostlog.record import Columns, Fields, FieldValue, Record
 
 try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)
     from hostlog.collectors.syslog import _syslog5424 as _syslog5424
@@ -79,23 +82,24 @@ _SNIFF5424 = re.compile(r"\n<[0-9]{1,3}>[1-9]")
 _SEVERITY = {str(p): p & 7 for p in range(192)}
 _FACILITY = {str(p): p >> 3 for p in range(192)}
 _SECOND_NS = {"%02d" % s: s * _NS for s in range(60)}
-_NONE_EMPTY = {None: ""}
+_NONE_EMPTY: dict[str | None, str] = {None: ""}
 _TRAILERS = (b"\n", b"\x00")
 _NO_PID = {None: None, "-": None}
 _PID_CACHE_MAX = 16384  # PROCID texts: a busy host has a few thousand processes
 _pids: dict[str | None, int | None] = dict(_NO_PID)  # PROCID text -> pid (None: no pid)
 #: fractions of 1 to 3 digits (and none) -> ns
-_FRAC_MS = {None: 0, **{f"{v:0{n}d}": v * 10 ** (9 - n)
-                        for n in (1, 2, 3) for v in range(10 ** n)}}
+_FRAC_MS: dict[str | None, int] = {None: 0, **{f"{v:0{n}d}": v * 10 ** (9 - n)
+                                              for n in (1, 2, 3) for v in range(10 ** n)}}
 _NIL_EMPTY = {"-": ""}
 
 
-def _frac_ns(fracs: list[str | None]):
+def _frac_ns(fracs: list[str | None]) -> Iterator[int]:
     """TIME-SECFRAC digits -> ns ("123" -> 123_000_000, None -> 0), lazily."""
     if _FRAC_MS.keys() >= set(fracs):  # none, or up to milliseconds: a table
         return map(_FRAC_MS.__getitem__, fracs)
-    # finer: right-pad to 9 digits, then int(), all C-level
-    return map(int, map(str.ljust, map(_NONE_EMPTY.get, fracs, fracs), repeat(9), repeat("0")))
+    # finer: right-pad to 9 digits, then int(), all C-level (None -> "": all str)
+    digits = cast("Iterator[str]", map(_NONE_EMPTY.get, fracs, fracs))
+    return map(int, map(str.ljust, digits, repeat(9), repeat("0")))
 
 
 def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
@@ -129,6 +133,7 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
     # Every line taken and none left over means one line per message. An LF
     # inside a message (octet counting, datagrams) breaks that: then the
     # batch goes one by one.
+    rows: list[int] | None
     if parts[0] or n != len(raws) or "\n" in "".join(msgs):
         if joined.count(b"\n") != len(raws) - 1:
             return None
@@ -161,30 +166,32 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
     out: list[Record | None] = [None] * len(raws)
     for i, rec in zip(rows, recs):
         out[i] = rec
-    for i, rec in enumerate(out):
-        if rec is None:
+    for i, got in enumerate(out):
+        if got is None:
             out[i] = _parse_safe(raws[i], received_ns, default_host, peer)
-    return out  # type: ignore[return-value]
+    return cast("list[Record]", out)  # (every row filled)
 
 
-def _rows_where(column: list, bad: set) -> list[int]:
+def _rows_where(column: Sequence[object], bad: Container[object]) -> list[int]:
     return [j for j, v in enumerate(column) if v in bad]
 
 
-def _columns5424(parts: list, msgs: list[str], redo: set[int], received_ns: int,
+# (parts: what re.split() of a batch gives; typeshed types the None of a group
+# that did not take part as Any, hence "str | Any")
+def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], received_ns: int,
                  default_host: str, peer: str | None) -> list[Record]:
     pri, secs, fracs, zones, hosts, apps, procids, msgids, sds = (
         parts[k::_GROUPS5424 + 1] for k in range(1, _GROUPS5424 + 1))
     # TIMESTAMP: (seconds - offset) per distinct (second, zone), + fraction
     zone_set = set(zones)
     if len(zone_set) == 1:
-        keys: list = secs
+        keys: list[str] | list[tuple[str, str]] = secs
         pairs = [(s, zones[0]) for s in set(secs)]
     else:
         keys = list(zip(secs, zones))
         pairs = list(set(keys))
-    bases: dict = {}
-    bad = set()
+    bases: dict[str | tuple[str, str], int] = {}
+    bad: set[str | tuple[str, str]] = set()
     for s, z in pairs:
         b = _utc_seconds.get(s, _MISS)
         if b is _MISS:
@@ -206,8 +213,9 @@ def _columns5424(parts: list, msgs: list[str], redo: set[int], received_ns: int,
     odd = None in map(pid_of.__getitem__, distinct)  # some PROCID is not a pid
     pids = list(map(pid_of.__getitem__, procids))
     # fields: copies of one dict per distinct MSGID (order as parse_message)
+    f: Fields
     if not odd:
-        proto = {}
+        proto: dict[str, Fields] = {}
         for m in set(msgids):
             f = {} if m == "-" else {"msgid": m}
             if peer is not None:
@@ -219,13 +227,13 @@ def _columns5424(parts: list, msgs: list[str], redo: set[int], received_ns: int,
     if sds.count("-") != len(sds):
         # STRUCTURED-DATA: parsed once per distinct text (senders repeat it,
         # e.g. logger's timeQuality), its fields put before "peer"
-        parsed: dict[str, tuple | None] = {}
+        parsed: dict[str, tuple[tuple[str, FieldValue], ...] | None] = {}
         for j, sd in enumerate(sds):
             if sd == "-":
                 continue
             items = parsed.get(sd, _MISS)
             if items is _MISS:
-                sd_fields: dict[str, str | bytes] = {}
+                sd_fields: Fields = {}
                 ok = _structured_data(sd, 0, sd_fields, True) == len(sd)
                 items = parsed[sd] = tuple(sd_fields.items()) if ok else None
             if items is None:
@@ -248,18 +256,22 @@ def _pids_of(procids: list[str | None]) -> dict[str | None, int | None]:
     to; once full, PROCIDs it lacks are looked up for their batch alone.
     """
     distinct = set(procids)
-    missing = distinct.difference(_pids)
+    # (None is in _pids from the start, _NO_PID: a missing PROCID is a str)
+    missing = cast("set[str]", distinct.difference(_pids))
     if not missing:
         return _pids
     if len(_pids) + len(missing) <= _PID_CACHE_MAX:
         for p in missing:
-            _pids[p] = _pid(p)  # type: ignore[arg-type]
+            _pids[p] = _pid(p)
         return _pids
-    return {p: _pids[p] if p in _pids else _pid(p) for p in distinct}  # type: ignore[arg-type]
+    table = {p: _pids[p] for p in distinct.difference(missing)}
+    table.update((p, _pid(p)) for p in missing)
+    return table
 
 
-def _fields5424(procid: str, msgid: str, pid_of: dict, peer: str | None) -> dict:
-    f: dict[str, str | bytes] = {}
+def _fields5424(procid: str, msgid: str, pid_of: dict[str | None, int | None],
+                peer: str | None) -> Fields:
+    f: Fields = {}
     if procid != "-" and pid_of[procid] is None:
         f["procid"] = procid
     if msgid != "-":
@@ -269,15 +281,15 @@ def _fields5424(procid: str, msgid: str, pid_of: dict, peer: str | None) -> dict
     return f
 
 
-def _columns3164(parts: list, msgs: list[str], redo: set[int], received_ns: int,
+def _columns3164(parts: list[str | Any], msgs: list[str], redo: set[int], received_ns: int,
                  default_host: str, peer: str | None) -> list[Record]:
     pri, minutes, secs, fracs, hosts, apps, procids = (
         parts[k::_GROUPS3164 + 1] for k in range(1, _GROUPS3164 + 1))
     # TIMESTAMP: local minute base per distinct "Mmm dd [yyyy] hh:mm", as _bsd_ns
     if not _local_day[0] <= received_ns < _local_day[1]:
         _new_local_day(received_ns)
-    bases = {}
-    bad = set()
+    bases: dict[str, int] = {}
+    bad: set[str] = set()
     for k in set(minutes):
         b = _local_minute(k, received_ns)
         if b is None:
@@ -293,8 +305,9 @@ def _columns3164(parts: list, msgs: list[str], redo: set[int], received_ns: int,
     ts = list(map(add, map(add, map(bases.__getitem__, minutes),
                            map(_SECOND_NS.get, secs, repeat(0))), _frac_ns(fracs)))
     pid_of = _pids_of(procids)
-    proto: dict = {} if peer is None else {"peer": peer}
-    return list(map(Record, ts, msgs, map({None: default_host}.get, hosts, hosts),
+    proto: Fields = {} if peer is None else {"peer": peer}
+    host_of: dict[str | None, str] = {None: default_host}
+    return list(map(Record, ts, msgs, map(host_of.get, hosts, hosts),
                     repeat("syslog"), map(_NONE_EMPTY.get, apps, apps),
                     map(pid_of.__getitem__, procids), map(_SEVERITY.__getitem__, pri),
                     map(_FACILITY.__getitem__, pri), map(dict.copy, repeat(proto, len(msgs)))))
@@ -306,6 +319,13 @@ def _columns3164(parts: list, msgs: list[str], redo: set[int], received_ns: int,
 # per distinct MSGID and STRUCTURED-DATA text and shared by the rows that
 # have them (Columns rows are read-only). Frames it leaves, and a batch that
 # is mostly something else (RFC 3164), are parsed by the Python parsers.
+
+#: What split() and split_block() return: (ts, host, app, pid, severity,
+#: facility, msg, msgid, sd, redo); a row in redo holds None, and its frame's
+#: bytes in msg.
+_Split = tuple[list[int | None], list[str | None], list[str | None], list[int | None],
+               list[int | None], list[int | None], list[str | bytes | None], list[str | None],
+               list[str | None], list[int]]
 
 
 def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
@@ -330,7 +350,7 @@ def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | 
     return _columns(split, block, received_ns, default_host, peer)
 
 
-def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_host: str,
+def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default_host: str,
              peer: str | None) -> Columns | None:
     """Columns from what split() or split_block() returned; None: use the
     Record path. ``raws`` are the frames, or the block: a frame the Python
@@ -343,15 +363,16 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
     if len(redo) * 2 > n:
         return None  # mostly not the common RFC 5424 shape: the batch regexes read it
     # the rows split() left hold their frame in msg
-    redo_raws = [msgs[j] for j in redo]
-    by_msgid: dict[str | None, dict] = {}
+    redo_raws = cast("list[bytes]", [msgs[j] for j in redo])
+    f: Fields | _Miss | None
+    by_msgid: dict[str | None, Fields] = {}
     for m in set(msgids):
         f = {} if m is None else {"msgid": m}
         if peer is not None:
             f["peer"] = peer
         by_msgid[m] = f
     fields = list(map(by_msgid.__getitem__, msgids))
-    by_sd: dict[tuple[str | None, str], dict | None] = {}
+    by_sd: dict[tuple[str | None, str], Fields | None] = {}
     if sds.count(None) != n:
         for j, sd in enumerate(sds):
             if sd is None:
@@ -359,9 +380,10 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
             key = (msgids[j], sd)
             f = by_sd.get(key, _MISS)
             if f is _MISS:
-                sd_fields: dict[str, str | bytes] = {}
+                sd_fields: Fields = {}
                 if _structured_data(sd, 0, sd_fields, True) == len(sd):
-                    f = {} if msgids[j] is None else {"msgid": msgids[j]}
+                    msgid = msgids[j]
+                    f = {} if msgid is None else {"msgid": msgid}
                     f.update(sd_fields)
                     if peer is not None:
                         f["peer"] = peer
@@ -369,14 +391,14 @@ def _columns(split: tuple, raws: list[bytes] | bytes, received_ns: int, default_
                     f = None  # e.g. an SD-ID twice: parse_message says so
                 by_sd[key] = f
             if f is None:
-                if raws is block:  # rare: the block's frames are split once (no cuts:
-                    raws = SyslogFramer(len(block)).split_block(block)  # split_block took it)
+                if isinstance(raws, bytes):  # rare: the block's frames are split once (no
+                    raws = SyslogFramer(len(raws)).split_block(raws)  # cuts: split_block took it)
                 redo.append(j)
                 redo_raws.append(raws[j])
             else:
                 fields[j] = f
-    columns = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields, [""] * n,
-               [0] * n]
+    columns: list[list[Any]] = [ts, hosts, ["syslog"] * n, apps, pids, sevs, facs, msgs, fields,
+                                [""] * n, [0] * n]
     # every fields dict of the batch, for the spool's frame index
     pool = [*by_msgid.values(), *filter(None, by_sd.values())]
     for j, raw in zip(redo, redo_raws):

@@ -3,6 +3,8 @@ mixed into hostlog.query.output.Formatter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hostlog.journal.fields import (
     field_values,
     format_cursor,
@@ -33,6 +35,8 @@ class EntryLayouts:
     all_fields: bool
     output_fields: frozenset[str] | None
     _cat_fields: list[str]
+    _verbose_timestamp: Callable[[int], str]
+    _display_usec: Callable[[Record], int]
 
     # -- cat --------------------------------------------------------------------------
     def _cat(self, record: Record, highlight: tuple[int, int] | None) -> bytes:

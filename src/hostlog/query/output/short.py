@@ -47,6 +47,7 @@ class ShortLayouts:
     _who: dict[tuple[str, str], str]
     _second_stamps: dict[int, str]
     _precise: bool
+    format: Callable[[Record], bytes]  # Formatter.format
 
     # -- timestamps ---------------------------------------------------------------
     def _tm(self, sec: int) -> time.struct_time:
@@ -242,6 +243,7 @@ class ShortLayouts:
         # the loop (str.isprintable() goes character by character)
         ascii_at: list[int] = []
         ascii_msgs: list[str] = []
+        stamp: str | None
         for k, i in enumerate(idx):
             f = fields[k]
             msg = msgs[i]

@@ -1,0 +1,35 @@
+"""`hostlog ctl status` as text: the agent line, forwarding, the receiver, the apps."""
+
+from __future__ import annotations
+
+from hostlog.cli.ctl_cmd import format_status
+
+
+def link(name: str, connected: bool, **kw) -> dict:
+    return {"name": name, "target": "tls://c1:7514" if connected else None, "connected": connected,
+            "acked_seq": 90, "lag_records": 10, "lag_seconds": 1.25, "in_flight": 2,
+            "last_error": "" if connected else "Connection refused", **kw}
+
+
+def test_forward_and_receiver_lines() -> None:
+    text = format_status({
+        "agent": {"version": "1", "pid": 7, "uptime": 5, "records_in": 100, "records_out": 90},
+        "forward": [{"name": "central", "mode": "replicate", "min_acks": 2, "delivered_seq": 80,
+                     "links": [link("central@c1_7514", True), link("central@c2_7514", False)]}],
+        "receiver": {"listen": "tls://0.0.0.0:7514", "records": 5, "duplicates": 1, "refused": 2,
+                     "peers": [{"agent": "a" * 32, "connected": True}, {"agent": "b" * 32, "connected": False}]},
+        "apps": []})
+    lines = text.splitlines()
+    assert lines[1] == ("forward central@c1_7514 (replicate): connected to tls://c1:7514, acked 90, "
+                        "lag 10 records / 1.2s, 2 chunks in flight")
+    assert lines[2].startswith("forward central@c2_7514 (replicate): disconnected, acked 90")
+    assert lines[2].endswith("(Connection refused)")
+    assert lines[3] == "forward central: delivered to 2 targets up to seq 80"
+    assert lines[4] == ("receiver tls://0.0.0.0:7514: 1 of 2 peers connected, 5 records stored, "
+                        "1 duplicates dropped, 2 peers refused")
+    assert lines[5] == "no apps"
+
+
+def test_without_forwarding_nothing_is_added() -> None:
+    text = format_status({"agent": {"version": "1"}, "apps": []})
+    assert text.splitlines()[1:] == ["no apps"]
