@@ -112,6 +112,13 @@ class _LiveCollector(Collector):
                 (CounterMetricFamily, "hostlog_forward_connects", "connects",
                  "Connections made to a destination (or replica)")):
             yield _labelled(kind, name, doc, "destination", {link["name"]: link[key] for link in links})
+        events = CounterMetricFamily("hostlog_forward_output_events",
+                                     "What an output counts of its own (otlp: retries, skipped records, ...)",
+                                     labels=["destination", "event"])
+        for link in links:
+            for event, n in sorted(link.get("output", {}).items()):
+                events.add_metric([link["name"], event], n)
+        yield events
         receiver = r.receiver()
         if receiver is not None:
             for name, key, doc in (

@@ -198,6 +198,9 @@ def _forward_lines(result: dict[str, Any]) -> list[str]:
             line = (f"forward {link['name']} ({dest['mode']}): {state}, acked {link['acked_seq']}, "
                     f"lag {link['lag_records']} records / {link['lag_seconds']:.1f}s, "
                     f"{link['in_flight']} chunks in flight")
+            extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(link.get("output", {}).items()) if v)
+            if extra:
+                line += f", {extra}"
             if not link.get("connected") and link.get("last_error"):
                 line += f" ({link['last_error']})"
             lines.append(line)

@@ -16,6 +16,9 @@ chunks it is given, and reports acknowledgements as cumulative spool seqs:
   :class:`Refused` for a peer that said no, and the protocol's errors.
 * ``drain()`` waits until what was sent is on its way (flow control);
   ``close()`` closes whatever the output opened, and never raises.
+* optionally ``counts()``: what this kind of output counts of its own
+  (retries, skipped records, ...), cumulative for its target; the sender
+  shows them in status and metrics beside its own.
 """
 
 from __future__ import annotations

@@ -207,6 +207,7 @@ class Link:
         self.target: Endpoint | None = None  # the one connected to
         self.connected_since: float | None = None
         self.inflight: collections.deque[Sent] = collections.deque()
+        self._output: Output | None = None  # the current (or last) connection's
         self._task: asyncio.Task[None] | None = None
         self._saver: asyncio.Task[None] | None = None
         self._stopping = False
@@ -259,7 +260,12 @@ class Link:
             "connects": self.stats.connects,
             "errors": self.stats.errors,
             "last_error": self.stats.last_error,
+            "output": self._output_counts(),
         }
+
+    def _output_counts(self) -> dict[str, int]:
+        counts = getattr(self._output, "counts", None)
+        return dict(counts()) if callable(counts) else {}
 
     # -- the loop ----------------------------------------------------------------
     async def _run(self) -> None:
@@ -305,7 +311,7 @@ class Link:
         """Open the output, and send until the connection fails (raises) or,
         on a failover target other than the first, until it is time to go
         back (returns True)."""
-        out = self.output(endpoint)
+        out = self._output = self.output(endpoint)
         acks: asyncio.Task[None] | None = None
         try:
             held = await asyncio.wait_for(out.open(), CONNECT_TIMEOUT_S + HELLO_TIMEOUT_S)
@@ -444,6 +450,10 @@ def output_factory(forward: Any, identity: Identity,
     if kind == "syslog":
         from hostlog.forward.syslog_out import SyslogOutput
         return lambda endpoint: SyslogOutput(endpoint, identity, ssl_context)
+    if kind == "otlp":
+        from hostlog.forward.otlp import OtlpOutput
+        return lambda endpoint: OtlpOutput(endpoint, identity, ssl_context, encoding=forward.encoding,
+                                           gzip=forward.gzip, headers=dict(forward.headers))
     raise ValueError(f"forward {forward.name}: type {kind!r} is not available yet")
 
 
