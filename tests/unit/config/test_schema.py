@@ -253,3 +253,36 @@ def test_models_can_be_built_in_python() -> None:
     assert app.stop_signal == "SIGINT"
     config = config_module.Config(source=[SyslogSource(listen=["udp://127.0.0.1:1"])], app=[app])
     assert config.sources[0].name == "syslog-0" and config.apps == [app]
+
+
+def test_a_tls_receiver_demands_client_certificates_by_default() -> None:
+    tls = '[tls]\ncert = "/etc/c.pem"\nkey = "/etc/c.key"\n'
+    receiver = '[receiver]\nlisten = "tls://0.0.0.0:7514"\n'
+    key, message = only_problem(receiver + tls)
+    assert key == "tls.ca" and "require_client_cert = false" in message
+    config = parse_config(receiver + tls + 'ca = "/etc/ca.pem"\n')
+    assert config.receiver is not None and config.receiver.require_client_cert is True
+    # turned off in so many words, a token instead
+    config = parse_config(receiver.replace("\n", '\nrequire_client_cert = false\ntoken = "t"\n', 1) + tls)
+    assert config.receiver is not None and not config.receiver.require_client_cert
+
+
+def test_forward_types_take_their_own_targets_and_keys() -> None:
+    key, message = only_problem('[[forward]]\nname = "o"\ntype = "otlp"\ntargets = ["tcp://c:4318"]\n')
+    assert key == "forward[0].targets[0]" and "http://" in message
+    config = parse_config('[[forward]]\nname = "o"\ntype = "otlp"\ntargets = ["https://c/otlp/v1/logs"]\n')
+    assert config.forwards[0].endpoints() == [Endpoint("https", "c", 443, "/otlp/v1/logs")]
+    key, message = only_problem('[[forward]]\nname = "h"\ntargets = ["tcp://c:1"]\nshared_key = "k"\n')
+    assert key == "forward[0].shared_key" and "fluent" in message
+    key, _ = only_problem('[[forward]]\nname = "f"\ntype = "fluent"\ntargets = ["tcp://c:1"]\nusername = "u"\n')
+    assert key == "forward[0].password"
+
+
+def test_a_fluent_forward_source() -> None:
+    config = parse_config('[[source]]\ntype = "forward"\nlisten = ["tcp://127.0.0.1:24224"]\nshared_key = "k"\n'
+                          'users = { alice = "pw" }\n')
+    source = config.sources[0]
+    assert (source.name, source.type, source.users) == ("forward-0", "forward", {"alice": "pw"})
+    key, message = only_problem('[[source]]\ntype = "forward"\nlisten = ["tcp://127.0.0.1:24224"]\n'
+                                'users = { alice = "pw" }\n')
+    assert key.startswith("source[0]") and "shared_key" in message
