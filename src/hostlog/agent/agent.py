@@ -51,6 +51,9 @@ def build_collector(source: Any, context: CollectorContext, config: Config) -> A
     if source.type == "file":
         from hostlog.collectors.files.collector import FileCollector
         return FileCollector(source, context)
+    if source.type == "forward":
+        from hostlog.collectors.fluent.collector import FluentCollector
+        return FluentCollector(source, context, tls=config.tls)
     raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
 
 
