@@ -6,7 +6,8 @@ syslog over TCP, UDP, TLS and a unix datagram socket (with a rate limit
 high enough never to bite), a second syslog source whose low rate limit is
 exercised on purpose, a tailed file rotated by rename in the middle, a
 journal directory that gains a file in the middle (files written by
-systemd-journal-remote), a supervised app printing numbered lines, metrics,
+systemd-journal-remote), a Fluent Forward client waiting for its acks, a
+supervised app printing numbered lines, metrics,
 the control socket, forwarding over mutual TLS to a central agent (a second
 real agent with a receiver), and a SIGHUP reload in the middle of the stream
 that adds an app and a file path.
@@ -40,6 +41,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
+
 from tests.agentproc import HOSTLOG, AgentProcess, free_port, metric_by_label, wait_for
 from tests.conftest import need
 from tests.integration.helpers import JOURNAL_REMOTE, build_journal, export_entry
@@ -58,13 +61,14 @@ COUNTS = {
     "journal": 3000,  # two journal files, the second one written halfway
     "app1": 3000,     # a supervised app
     "app2": 500,      # the app the reload adds
+    "fluent": 2000,   # a Fluent Forward client, PackedForward with acks
 }
 PAUSE = 0.1          # between chunks: the streams last a few seconds, the reload falls inside
 LIMITED = 400         # sent to the rate-limited source
 LIMITED_BURST = 100
 SOURCE_OF = {"tcp": "syslog", "udp": "syslog", "tls": "syslog", "unix": "syslog",
              "file": "file", "file2": "file", "journal": "journald", "app1": "process",
-             "app2": "process", "limited": "syslog"}
+             "app2": "process", "limited": "syslog", "fluent": "forward"}
 
 APP_SCRIPT = """\
 import sys, time
@@ -140,6 +144,11 @@ def config(tmp: Path, ports: dict[str, int], pki: dict[str, Path], *, reloaded: 
         start = "beginning"
         rotate_wait = "2s"
         poll_interval = "200ms"
+
+        [[source]]
+        type = "forward"
+        name = "fluent"
+        listen = ["tcp://127.0.0.1:{ports['fluent']}"]
 
         [[source]]
         type = "journald"
@@ -239,6 +248,31 @@ def send_tls(port: int, pki: dict[str, Path], half: threading.Event) -> None:
                     half.set()
                 time.sleep(PAUSE)
             tls.unwrap()
+
+
+def send_fluent(port: int, half: threading.Event) -> None:
+    """A Fluent Forward client: PackedForward messages of 100 records, each
+    with a chunk id it waits to see acknowledged (the agent acks once durable)."""
+    parts = chunks(COUNTS["fluent"], 100)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        unpacker = msgpack.Unpacker(raw=False)
+        for n, (a, b) in enumerate(parts):
+            entries = b"".join(msgpack.packb([int(time.time()), {"message": f"E2E:fluent:{i} record {i}",
+                                                                  "level": "info", "n": i}])
+                               for i in range(a, b))
+            chunk = f"c{n}"
+            s.sendall(msgpack.packb(["e2e.fluent", entries, {"chunk": chunk, "size": b - a}],
+                                    use_bin_type=True))
+            while True:  # the ack, before the next message
+                data = s.recv(65536)
+                assert data, "the agent closed the Fluent Forward connection"
+                unpacker.feed(data)
+                acks = [m for m in unpacker if isinstance(m, dict) and m.get("ack") == chunk]
+                if acks:
+                    break
+            if n + 1 == len(parts) // 2:
+                half.set()
+            time.sleep(PAUSE / 2)
 
 
 def write_file_with_rotation(logs: Path, half: threading.Event) -> None:
@@ -364,7 +398,8 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
     need_components()
     tmp = tmp_path
     ports = {"syslog": free_port(), "tls": free_port(), "limited": free_port(),
-             "metrics": free_port(), "central": free_port(), "central_syslog": free_port()}
+             "metrics": free_port(), "central": free_port(), "central_syslog": free_port(),
+             "fluent": free_port()}
     pki = make_test_pki(tmp / "pki")
     (tmp / "app.py").write_text(APP_SCRIPT)
     (tmp / "logs").mkdir()
@@ -401,6 +436,7 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
                       ["--socket", f"{tmp}/dev-log", "--socket-errors=on"])
         senders.start("tls", send_tls, ports["tls"], pki)
         senders.start("file", write_file_with_rotation, tmp / "logs")
+        senders.start("fluent", send_fluent, ports["fluent"])
 
         def limited(half: threading.Event) -> None:
             f = tmp / "limited.txt"
@@ -431,7 +467,7 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         # -- everything arrives: metrics first (cheap), then the spool
         expect_in = {"syslog": sum(COUNTS[s] for s in ("tcp", "udp", "tls", "unix")) + LIMITED_BURST,
                      "file": COUNTS["file"] + COUNTS["file2"], "journald": COUNTS["journal"],
-                     "process": COUNTS["app1"] + COUNTS["app2"]}
+                     "process": COUNTS["app1"] + COUNTS["app2"], "forward": COUNTS["fluent"]}
         try:
             wait_for(lambda: agent.proc.poll() is not None or all(
                 metric_by_label(agent.metrics(), "hostlog_records_in_total", "source").get(s, 0) >= n
