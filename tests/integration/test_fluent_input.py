@@ -30,6 +30,7 @@ import pytest
 
 from hostlog.agent.agent import build_collector
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.events import Counted
 from hostlog.collectors.fluent import collector as fluent_collector
 from hostlog.collectors.fluent.collector import FluentCollector
 from hostlog.collectors.fluent.protocol import digest
@@ -256,7 +257,7 @@ def test_acks_come_only_after_the_spool_reports_the_batch_durable(tmp_path: Path
         finally:
             await collector.stop()
             await harness.close()
-        assert collector.context.counters["fw.acks"] == 2
+        assert collector.context.counters[("fw", Counted.ACKS)] == 2
 
     arun(main(), 60)
 
@@ -313,7 +314,7 @@ def test_a_connection_closed_mid_message_loses_only_the_unacknowledged_part(tmp_
             partial = pack(["t", 2, {"message": "cut short " * 50}, {"chunk": "b"}])
             await client.send(partial[: len(partial) // 2])
             client.close()
-            await wait_until(lambda: collector.context.counters.get("fw.incomplete"), 15, "the EOF")
+            await wait_until(lambda: collector.context.counters.get(("fw", Counted.INCOMPLETE)), 15, "the EOF")
             await wait_until(lambda: not collector.connections, 15, "the connection to close")
         finally:
             await collector.stop()
@@ -467,7 +468,7 @@ def test_shared_key_and_users_a_wrong_key_or_password_gets_pong_false_and_is_clo
             await collector.stop()
             await harness.close()
         assert [(r.msg, r.host) for r in forward_records(harness)] == [("welcome", "client.example")]
-        assert collector.context.counters["fw.auth_failed"] == 2
+        assert collector.context.counters[("fw", Counted.AUTH_FAILED)] == 2
         assert harness.errors.counts == {("forward", "protocol"): 1}  # only the events-before-PING client
 
     arun(main(), 60)
@@ -632,12 +633,12 @@ def test_npm_client_every_record_arrives_once_in_each_mode(tmp_path: Path, fluen
             assert result == {"resolved": n}
             await wait_until(lambda: len(forward_records(harness)) >= n, 20, "every record")
             if ack:
-                await wait_until(lambda: collector.context.counters.get("fw.acks"), 10, "the acks counted")
+                await wait_until(lambda: collector.context.counters.get(("fw", Counted.ACKS)), 10, "the acks counted")
         finally:
             await collector.stop()
             await harness.close()
         check_npm_records(forward_records(harness), n, "127.0.0.1")
-        acks = collector.context.counters.get("fw.acks", 0)
+        acks = collector.context.counters.get(("fw", Counted.ACKS), 0)
         if ack:  # a chunk per message: per event in Message mode, per tag batch otherwise
             assert acks == n if mode == "Message" else 1 <= acks <= n
         else:
@@ -662,7 +663,7 @@ def test_npm_client_emits_with_ack_resolve_only_after_durability(tmp_path: Path,
             await wait_until(lambda: gate.durable, 10, "the spool's durability report")
             await asyncio.sleep(0.5)
             assert not node.done(), "the client's emits resolved before the acks were sent"
-            assert collector.context.counters.get("fw.acks", 0) == 0
+            assert collector.context.counters.get(("fw", Counted.ACKS), 0) == 0
             gate.released.set()
             assert await asyncio.wait_for(node, 30) == {"resolved": n}
         finally:
@@ -698,7 +699,7 @@ def test_npm_client_with_the_shared_key_handshake_and_ack(tmp_path: Path, fluent
             await harness.close()
         # no host key in the records: the host name the client gave in its PING
         check_npm_records(forward_records(harness), n, "node.example")
-        assert collector.context.counters.get("fw.auth_failed", 0) == 0
+        assert collector.context.counters.get(("fw", Counted.AUTH_FAILED), 0) == 0
 
     arun(main(), 120)
 
@@ -718,7 +719,7 @@ def test_npm_client_with_a_wrong_shared_key_is_refused_and_nothing_is_stored(tmp
             node, str(fluent_npm / "client.js"), json.dumps(config), cwd=fluent_npm,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
-            await wait_until(lambda: collector.context.counters.get("fw.auth_failed"), 20, "the refusal")
+            await wait_until(lambda: collector.context.counters.get(("fw", Counted.AUTH_FAILED)), 20, "the refusal")
         finally:
             if proc.returncode is None:
                 proc.kill()  # (its own PID: it retries forever otherwise)

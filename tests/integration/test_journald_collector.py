@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hostlog.collectors.events import Counted
 from hostlog.collectors.journald.collector import JournaldCollector
 from hostlog.config import JournaldSource
 from hostlog.journal.fields import journal_to_record, parse_export
@@ -283,7 +284,7 @@ def test_the_cursor_is_saved_only_once_the_records_are_durable(tmp_path: Path) -
         collector.stop_wait = 0.1  # durability will not come before the writer stops
         await collector.start()
         # handed to the writer (which may hold them until its next sync)
-        await wait_until(lambda: context.counters.get("journal.records", 0) >= 30,
+        await wait_until(lambda: context.counters.get(("journal", Counted.RECORDS), 0) >= 30,
                          what="30 records handed over")
         await asyncio.sleep(0.2)
         before = harness.checkpoints.load("journal")

@@ -5,6 +5,7 @@ import socket
 from types import SimpleNamespace
 
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.events import Counted
 from hostlog.collectors.syslog.collector import SyslogCollector
 from hostlog.config import parse_config
 from tests.agentproc import free_port
@@ -77,10 +78,10 @@ async def _tcp_reader_pauses_and_resumes():
             for _ in range(5):
                 u.sendto(b"<13>1 - h app - - - dropped", ("127.0.0.1", port))
         for _ in range(100):
-            if ctx.counters.get(f"{collector.name}.dropped", 0) >= 5:
+            if ctx.counters.get((collector.name, Counted.DROPPED), 0) >= 5:
                 break
             await asyncio.sleep(0.05)
-        assert ctx.counters[f"{collector.name}.dropped"] == 5
+        assert ctx.counters[(collector.name, Counted.DROPPED)] == 5
     finally:
         await collector.stop()
 

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.events import Counted
 from hostlog.collectors.syslog import datagram as syslog_datagram
 from hostlog.collectors.syslog.collector import SyslogCollector
 from hostlog.collectors.syslog.datagram import kernel_drops
@@ -101,7 +102,7 @@ def test_every_datagram_is_stored_with_its_sender(tmp_path: Path, read_path: str
                     for r in mine] == [(r.ts, r.msg, r.host, r.app, r.pid, r.severity, r.facility,
                                         r.fields) for r in want]
         assert not notices(harness)  # nothing dropped, nothing to say
-        assert collector.context.counters.get("sl.dropped", 0) == 0
+        assert collector.context.counters.get(("sl", Counted.DROPPED), 0) == 0
 
     asyncio.run(main())
 
@@ -131,7 +132,7 @@ def test_kernel_drops_are_counted_and_noticed_so_stored_plus_dropped_is_sent(
         finally:
             await collector.stop()
             await harness.close()
-        dropped = context.counters["sl.dropped"]
+        dropped = context.counters[("sl", Counted.DROPPED)]
         assert dropped == dropped_by_kernel
         assert stored + dropped == sent
         (notice,) = notices(harness)
@@ -176,7 +177,7 @@ def test_drops_seen_on_a_later_datagram_are_counted_once(tmp_path: Path, read_pa
         finally:
             await collector.stop()
             await harness.close()
-        assert context.counters["sl.dropped"] == flood
+        assert context.counters[("sl", Counted.DROPPED)] == flood
         assert stored + flood == 201
         assert [n.fields["dropped"] for n in notices(harness)] == [str(flood)]
 
@@ -290,7 +291,7 @@ def test_a_full_sink_drops_counts_and_says_so_once_it_has_room(read_path: str) -
             with sender() as tx:
                 for i in range(5):
                     tx.sendto(line(i), ("127.0.0.1", port))
-                await wait_until(lambda: context.counters.get("sl.dropped", 0) >= 5, 10,
+                await wait_until(lambda: context.counters.get(("sl", Counted.DROPPED), 0) >= 5, 10,
                                  "5 dropped")
                 await asyncio.sleep(1.2)  # a notice that cannot be written waits
                 sink.open = True
@@ -301,7 +302,7 @@ def test_a_full_sink_drops_counts_and_says_so_once_it_has_room(read_path: str) -
                                  "the next datagram")
         finally:
             await collector.stop()
-        assert context.counters["sl.dropped"] == 5
+        assert context.counters[("sl", Counted.DROPPED)] == 5
         (notice,) = [r for r in sink.records if r.source == "hostlog"]
         assert notice.fields["dropped"] == "5" and notice.fields["reason"] == "spool_full"
         assert [r.msg for r in sink.records if r.source == "syslog"] == ["message 9"]

@@ -27,6 +27,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from hostlog import __version__
+from hostlog.collectors.events import LOSSES, Counted
 from hostlog.config import Config, parse_host_port
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Readers:
     records_written: Callable[[], int] = _zero  # records the writer put in the spool
     spool_dropped: Callable[[], int] = _zero  # records retention dropped unacknowledged
     source_dropped: Callable[[], dict[str, int]] = _empty  # per source name (queue full, rate limit)
+    collector_events: Callable[[], dict[tuple[str, Counted], int]] = field(default=dict)
     forward: Callable[[], list[dict[str, Any]]] = field(default=list)  # per link: Link.status()
     receiver: Callable[[], dict[str, Any] | None] = field(default=lambda: None)  # Receiver.status()
     app_restarts: Callable[[], dict[str, int]] = _empty
@@ -82,6 +84,12 @@ class _LiveCollector(Collector):
         yield _labelled(CounterMetricFamily, "hostlog_records_dropped",
                         "Records a collector dropped (queue full, rate limit), by its configured name",
                         "collector", r.source_dropped())
+        events = CounterMetricFamily("hostlog_collector_events",
+                                     "What each collector counts (collectors/events.py): records, "
+                                     "drops, rotations, connections, ...", labels=["collector", "event"])
+        for (collector, event), n in sorted(r.collector_events().items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
+            events.add_metric([collector, event.value], n)
+        yield events
         errors = CounterMetricFamily("hostlog_errors",
                                      "Errors caught at a collector's edge or in the agent, by "
                                      "source and where (parse, sink, event_loop, ...)",
@@ -191,20 +199,14 @@ def make_metrics(config: Config) -> Metrics | None:
     return Metrics() if config.control.metrics else None
 
 
-#: The collectors' counters that count records they did not hand on.
-DROP_COUNTERS = (".dropped", ".rate_limited")
-
-
-def dropped_by_collector(counters: dict[str, int]) -> dict[str, int]:
-    """Records each collector dropped, by its name: a full queue, the kernel's
-    drops on its socket (``NAME.dropped``) and its rate limit
-    (``NAME.rate_limited``) together."""
+def dropped_by_collector(counters: dict[tuple[str, Counted], int]) -> dict[str, int]:
+    """Records each collector dropped, by its name: every event that is a loss
+    (collectors/events.py ``LOSSES``: a full queue, the kernel's drops on its
+    socket, its rate limit) together."""
     out: dict[str, int] = {}
-    for key, value in dict(counters).items():
-        for suffix in DROP_COUNTERS:
-            if key.endswith(suffix):
-                name = key[:-len(suffix)]
-                out[name] = out.get(name, 0) + value
+    for (name, event), value in dict(counters).items():
+        if event in LOSSES:
+            out[name] = out.get(name, 0) + value
     return out
 
 
@@ -229,6 +231,7 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         records_written=lambda: agent.writer.stats.records if agent.writer is not None else 0,
         spool_dropped=spool_value(lambda s: s.dropped_records),
         source_dropped=lambda: dropped_by_collector(context.counters),
+        collector_events=lambda: dict(context.counters),
         forward=lambda: [link for dest in forwarding_status(agent)["forward"] for link in dest["links"]],
         receiver=lambda: forwarding_status(agent)["receiver"],
         app_restarts=supervisor.restart_counts,

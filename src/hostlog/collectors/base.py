@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hostlog.collectors.events import Counted
 from hostlog.errors import SinkError
 from hostlog.record import Batch, OnDurable, Record
 
@@ -151,13 +152,14 @@ class CollectorContext:
     hostname: str
     sink: Sink
     checkpoints: CheckpointStore
-    # counters a collector keeps: name -> value (exported as metrics)
-    counters: dict[str, int] = field(default_factory=dict)
+    # what collectors count, by (collector name, event) (collectors/events.py; exported as metrics)
+    counters: dict[tuple[str, Counted], int] = field(default_factory=dict)
     # errors at the collectors' edges, by (source, where); see ErrorCounts
     errors: ErrorCounts = field(default_factory=ErrorCounts)
 
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
+    def count(self, collector: str, event: Counted, n: int = 1) -> None:
+        key = (collector, event)
+        self.counters[key] = self.counters.get(key, 0) + n
 
     def error(self, source: str, where: str, exc: BaseException, *, fatal: bool = False) -> None:
         """Report an error caught at a collector's edge (see :class:`ErrorCounts`)."""

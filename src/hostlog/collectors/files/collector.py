@@ -57,6 +57,7 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
+from hostlog.collectors.events import Counted
 from hostlog.collectors.files.lines import LineFramer, Lines, decode_messages
 from hostlog.config import FileSource
 from hostlog.errors import SinkError
@@ -174,7 +175,7 @@ class FileCollector:
         self._unreadable: set[str] = set()  # paths already reported
         # Counters the worker thread adds to; handed to the context on the loop
         # after each pass, so metrics never see the dict change under them.
-        self._counts: dict[str, int] = {}
+        self._counts: dict[Counted, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -252,8 +253,8 @@ class FileCollector:
         self._working = asyncio.ensure_future(asyncio.to_thread(self._pass, rescan))
         result = await asyncio.shield(self._working)  # the thread owns the state until done
         self._working = None
-        for name, n in self._counts.items():
-            self.context.count(f"{self.name}.{name}", n)
+        for event, n in self._counts.items():
+            self.context.count(self.name, event, n)
         self._counts.clear()
         sink = self.context.sink
         changed = result.snapshot != self._submitted
@@ -267,8 +268,8 @@ class FileCollector:
         if result.more:
             self._wake.set()
 
-    def _count(self, name: str, n: int = 1) -> None:
-        self._counts[name] = self._counts.get(name, 0) + n
+    def _count(self, event: Counted, n: int = 1) -> None:
+        self._counts[event] = self._counts.get(event, 0) + n
 
     def _durable_cb(self, snapshot: list[dict[str, Any]]) -> Any:
         return self.checkpoint.on_durable({"version": CHECKPOINT_VERSION, "files": snapshot})
@@ -317,7 +318,7 @@ class FileCollector:
                 # What was read before the error is in `out` and goes to the
                 # spool; the read is tried again at the next pass.
                 log.warning("%s: reading %s: %s", self.name, t.path, exc)
-                self._count("read_errors")
+                self._count(Counted.READ_ERRORS)
                 continue
             if t.framer.pending and now - t.last_data >= self.flush_timeout:
                 self._emit(t, t.framer.flush(), out)
@@ -349,7 +350,7 @@ class FileCollector:
             if t.key not in found and t.gone_since is None:
                 log.info("%s: %s was rotated or deleted; reading it to its end", self.name, t.path)
                 t.gone_since = now
-                self._count("rotations")
+                self._count(Counted.ROTATIONS)
 
     def _update_watches(self, wanted: set[str]) -> None:
         if self._inotify is None:
@@ -406,7 +407,7 @@ class FileCollector:
                    fields={"path": path}, app=self.config.app or os.path.basename(path),
                    last_data=now)
         self.files[key] = t
-        self._count("files_opened")
+        self._count(Counted.FILES_OPENED)
         return t
 
     def _find_renamed(self, now: float) -> None:
@@ -436,7 +437,7 @@ class FileCollector:
             else:
                 log.warning("%s: %s is gone; what it held past offset %d is lost",
                             self.name, saved["path"], saved["offset"])
-                self._count("lost_files")
+                self._count(Counted.LOST_FILES)
         self._saved.clear()
 
     def _read(self, t: Tailed, now: float, out: PassResult, budget: int) -> bool:
@@ -453,7 +454,7 @@ class FileCollector:
             # copytruncate (or truncated and refilled): what was held back is real
             # data written before the truncation; the file starts over.
             log.info("%s: %s was truncated; reading from its beginning", self.name, t.path)
-            self._count("truncations")
+            self._count(Counted.TRUNCATIONS)
             self._emit(t, framer.flush(), out)
             framer = t.framer = LineFramer(max_line=self.config.max_line,
                                            multiline_start=self.multiline, utf8=self.utf8)
@@ -470,7 +471,7 @@ class FileCollector:
                 break
         if len(t.prefix) < FINGERPRINT_BYTES and framer.read_offset > len(t.prefix):
             t.prefix = os.pread(t.fd, FINGERPRINT_BYTES, 0)
-        self._count("bytes", read)
+        self._count(Counted.BYTES, read)
         return read >= budget
 
     @staticmethod
@@ -504,7 +505,7 @@ class FileCollector:
         else:
             out.batches.append(batch)
             out.last = t
-        self._count("records", n)
+        self._count(Counted.RECORDS, n)
 
     def _retire(self, t: Tailed, out: PassResult) -> None:
         self._emit(t, t.framer.flush(), out)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.events import Counted
 from hostlog.collectors.fluent.protocol import (
     Authenticated,
     Closed,
@@ -198,7 +199,7 @@ class _Connection(asyncio.Protocol):
             self.peer = str(peer[0])
         self.host = self.peer
         self.collector.connections.add(self)
-        self.collector.context.count(f"{self.collector.name}.connections")
+        self.collector.context.count(self.collector.name, Counted.CONNECTIONS)
         self._send(self.protocol.data_to_send())  # HELO when a shared key is set
 
     def data_received(self, data: bytes) -> None:
@@ -251,12 +252,12 @@ class _Connection(asyncio.Protocol):
                     log.debug("%s: %s authenticated as %s (user %r)", collector.name, self.peer,
                               event.client_hostname, event.username)
                 elif type(event) is Rejected:
-                    collector.context.count(f"{collector.name}.auth_failed")
+                    collector.context.count(collector.name, Counted.AUTH_FAILED)
                     log.warning("%s: refused %s (%s): %s", collector.name, self.peer,
                                 event.client_hostname, event.reason)
                     self.closing = True
                 elif type(event) is Closed and event.incomplete:
-                    collector.context.count(f"{collector.name}.incomplete")
+                    collector.context.count(collector.name, Counted.INCOMPLETE)
                     log.warning("%s: %s closed the connection inside a message (%d bytes lost, "
                                 "not acknowledged)", collector.name, self.peer, event.incomplete)
         except FluentProtocolError as exc:
@@ -283,7 +284,7 @@ class _Connection(asyncio.Protocol):
             def on_durable(seq: int) -> None:
                 self._acknowledge(chunks)
         sink = collector.context.sink
-        collector.context.count(f"{collector.name}.records", len(batch))
+        collector.context.count(collector.name, Counted.RECORDS, len(batch))
         try:
             sink.submit(batch, on_durable)
         except SinkError:
@@ -301,7 +302,7 @@ class _Connection(asyncio.Protocol):
                 self.owed -= 1
             if self.transport is not None and not self.transport.is_closing():
                 self._send(b"".join(map(ack_bytes, chunks)))
-                self.collector.context.count(f"{self.collector.name}.acks", len(chunks))
+                self.collector.context.count(self.collector.name, Counted.ACKS, len(chunks))
             if not self.owed:
                 self.settled.set()
                 if self.closing:

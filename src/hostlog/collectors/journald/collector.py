@@ -40,6 +40,7 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
+from hostlog.collectors.events import Counted
 from hostlog.collectors.journald.mapping import JournalEntry, columns_of, entries_to_columns
 from hostlog.config import JournaldSource
 from hostlog.record import Columns, Record
@@ -216,7 +217,7 @@ class JournaldCollector:
     async def _run(self) -> None:
         sink = self.context.sink
         if self._first:
-            self.context.count(f"{self.name}.cursor_lost")
+            self.context.count(self.name, Counted.CURSOR_LOST)
         if self._first or self._start_cursor:
             value = {"cursor": self._start_cursor} if self._start_cursor else None
             await sink.write(Columns.of(self._first), on_durable=self.checkpoint.on_durable(value) if value else None)
@@ -231,14 +232,14 @@ class JournaldCollector:
                 # e.g. a journal file that vanished under process(); the
                 # reader recovers on a later call, so wait and try again
                 log.warning("%s: reading the journal: %s", self.name, exc)
-                self.context.count(f"{self.name}.read_errors")
+                self.context.count(self.name, Counted.READ_ERRORS)
                 records, cursor, skipped = Columns.of([]), None, 0
             self._reading = None
             process = False
             if skipped:
-                self.context.count(f"{self.name}.unreadable", skipped)
+                self.context.count(self.name, Counted.UNREADABLE, skipped)
             if records:
-                self.context.count(f"{self.name}.records", len(records))
+                self.context.count(self.name, Counted.RECORDS, len(records))
                 await sink.write(records, on_durable=(self.checkpoint.on_durable({"cursor": cursor})
                                                       if cursor else None))
                 if len(records) + skipped >= self.batch_entries:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hostlog.collectors.base import CollectorContext
+from hostlog.collectors.events import Counted
 from hostlog.collectors.ratelimit import RateLimiter, TokenBucket
 from hostlog.collectors.syslog.datagram import DatagramReceiver, Group, by_sender
 from hostlog.collectors.syslog.framing import (
@@ -206,13 +207,13 @@ class SyslogCollector:
         if self.limiter is not None:
             allowed = self.limiter.admit(peer or "local", n, time.monotonic())
             if allowed < n:
-                self.context.count(f"{self.name}.rate_limited", n - allowed)
+                self.context.count(self.name, Counted.RATE_LIMITED, n - allowed)
                 batch.truncate(allowed)
         if self.app_default:
             apps = batch.app
             default = self.app_default
             batch.app = [app or default for app in apps]
-        self.context.count(f"{self.name}.records", len(batch))
+        self.context.count(self.name, Counted.RECORDS, len(batch))
         return batch
 
     async def _report_suppressed(self) -> None:
@@ -250,7 +251,7 @@ class SyslogCollector:
             receiver.pause()
             return
         if not taken:
-            self.context.count(f"{self.name}.dropped", len(batch))
+            self.context.count(self.name, Counted.DROPPED, len(batch))
             label = receiver.label
             self.sink_dropped[label] = self.sink_dropped.get(label, 0) + len(batch)
 

@@ -34,6 +34,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from hostlog.collectors.events import Counted
+
 if TYPE_CHECKING:
     from hostlog.collectors.base import CollectorContext
 
@@ -228,7 +230,7 @@ class DatagramReceiver:
         self.drops_seen = value
         self.dropped += grown
         self.unreported += grown
-        self.context.count(f"{self.source}.dropped", grown)
+        self.context.count(self.source, Counted.DROPPED, grown)
 
     def poll_drops(self) -> None:
         """Read the drop counter directly (drops after the last datagram queued)."""
