@@ -34,7 +34,9 @@ class HostlogOutput:
 
     async def open(self) -> int:
         ep = self.endpoint
-        ctx = self.ssl_context() if ep.scheme == "tls" and self.ssl_context else None
+        ctx = None
+        if ep.scheme == "tls":  # never plain TCP for a tls:// target: the system's CAs at least
+            ctx = self.ssl_context() if self.ssl_context else ssl.create_default_context()
         self.reader, writer = await asyncio.wait_for(
             asyncio.open_connection(ep.host, ep.port, ssl=ctx, server_hostname=ep.host if ctx else None,
                                     limit=1 << 20),

@@ -350,8 +350,10 @@ class Link:
                     self.source.read, sent_upto, upto, max_frames=min(room, READ_FRAMES),
                     max_bytes=WINDOW_BYTES - in_flight_bytes)
                 for chunk, ts_min in chunks:
-                    # in flight before it is sent: an output may ack it at once
+                    # in flight, and counted as sent, before send() returns: an
+                    # output that awaits in send() may see its ack come first
                     self.inflight.append(Sent(chunk.last, len(chunk.data), ts_min))
+                    sent_upto = max(sent_upto, chunk.last)
                     await out.send(chunk)
                     self.stats.chunks += 1
                     self.stats.records += chunk.count
@@ -450,6 +452,11 @@ def output_factory(forward: Any, identity: Identity,
     if kind == "syslog":
         from hostlog.forward.syslog_out import SyslogOutput
         return lambda endpoint: SyslogOutput(endpoint, identity, ssl_context)
+    if kind == "fluent":
+        from hostlog.forward.fluent import FluentOutput
+        return lambda endpoint: FluentOutput(endpoint, identity, ssl_context, shared_key=forward.shared_key,
+                                             username=forward.username, password=forward.password,
+                                             compress=forward.compress)
     if kind == "otlp":
         from hostlog.forward.otlp import OtlpOutput
         return lambda endpoint: OtlpOutput(endpoint, identity, ssl_context, encoding=forward.encoding,
