@@ -132,6 +132,11 @@ for script in "$venv"/bin/*; do
   fi
 done
 
+# Modules of third-party packages are imported, never run: an executable bit
+# on one (protobuf's wheel ships its __init__.py so) only makes it look like
+# a program.
+find "$venv"/lib/python*/site-packages -name '*.py' -perm /111 -exec chmod a-x {} +
+
 # Modules of third-party packages that open with a #! line are imported,
 # never run: the line only makes them look like scripts with a foreign
 # interpreter. Blank it (keeping line numbers for tracebacks).
