@@ -132,10 +132,10 @@ for script in "$venv"/bin/*; do
   fi
 done
 
-# Modules of third-party packages are imported, never run: an executable bit
-# on one (protobuf's wheel ships its __init__.py so) only makes it look like
-# a program.
-find "$venv"/lib/python*/site-packages -name '*.py' -perm /111 -exec chmod a-x {} +
+# Files of third-party packages are imported or read, never run: an
+# executable bit on one (protobuf's wheel ships its __init__.py and LICENSE
+# so) only makes it look like a program. Shared objects keep theirs.
+find "$venv"/lib/python*/site-packages -type f -perm /111 ! -name '*.so' ! -name '*.so.*' -exec chmod a-x {} +
 
 # Modules of third-party packages that open with a #! line are imported,
 # never run: the line only makes them look like scripts with a foreign
