@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # (with its TLS driver), and what systemd-python compiles against.
 APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsyslog-gnutls \
                 libsystemd-dev pkg-config gcc procps iproute2 openssl \
-                lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser
+                lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser nats-server
 
 .PHONY: run test deps venv bench clean faults lint
 

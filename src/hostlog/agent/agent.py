@@ -54,6 +54,9 @@ def build_collector(source: Any, context: CollectorContext, config: Config) -> A
     if source.type == "forward":
         from hostlog.collectors.fluent.collector import FluentCollector
         return FluentCollector(source, context, tls=config.tls)
+    if source.type == "nats":
+        from hostlog.collectors.nats.collector import NatsCollector
+        return NatsCollector(source, context, tls=config.tls)
     raise ValueError(f"source {source.name!r}: type {source.type!r} is not available yet")
 
 

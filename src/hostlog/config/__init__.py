@@ -42,7 +42,15 @@ from hostlog.config.fields import PositiveDuration as PositiveDuration
 from hostlog.config.fields import Size as Size
 from hostlog.config.loader import load_config, parse_config
 from hostlog.config.schema import Agent, Config, Control, Forward, Receiver, Spool, Tls, default_state_dir
-from hostlog.config.sources import FileSource, FluentSource, JournaldSource, RateLimit, Source, SyslogSource
+from hostlog.config.sources import (
+    FileSource,
+    FluentSource,
+    JournaldSource,
+    NatsSource,
+    RateLimit,
+    Source,
+    SyslogSource,
+)
 from hostlog.config.units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "FluentSource",
     "Forward",
     "JournaldSource",
+    "NatsSource",
     "RateLimit",
     "Receiver",
     "Source",

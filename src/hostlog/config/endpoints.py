@@ -136,4 +136,6 @@ def _example_url(scheme: str) -> str:
         return f"{scheme}://127.0.0.1:4318"
     if scheme in UNIX_SCHEMES:
         return f"{scheme}:///run/hostlog/dev-log"
+    if scheme == "nats":
+        return "nats://127.0.0.1:4222"
     return f"{scheme}://127.0.0.1:{7514 if scheme == 'tls' else 5514}"

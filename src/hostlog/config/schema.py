@@ -7,6 +7,7 @@ in :mod:`hostlog.config.apps`; the rest, and the checks across sections, are her
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Collection
 from pathlib import Path
@@ -100,7 +101,11 @@ class Spool(_Section):
 
 
 _TARGET_SCHEMES: dict[str, tuple[str, ...]] = {
-    "hostlog": ("tcp", "tls"), "syslog": ("tcp", "tls"), "fluent": ("tcp", "tls"), "otlp": ("http", "https")}
+    "hostlog": ("tcp", "tls"), "syslog": ("tcp", "tls"), "fluent": ("tcp", "tls"), "otlp": ("http", "https"),
+    "nats": ("nats", "tls")}
+#: A NATS stream name, and a subject prefix (tokens without wildcards or spaces).
+_NATS_STREAM_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_NATS_SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 class Forward(_Section):
@@ -108,16 +113,17 @@ class Forward(_Section):
 
     name: Name
     """Unique name; the destination's acknowledged cursor is kept under it."""
-    type: Literal["hostlog", "syslog", "fluent", "otlp"] = "hostlog"
+    type: Literal["hostlog", "syslog", "fluent", "otlp", "nats"] = "hostlog"
     """What the targets speak: hostlog (the peer protocol, to a [receiver]), syslog
     (RFC 5424 with octet counting, to rsyslog or syslog-ng), fluent (Fluent Forward,
-    to Fluentd or Fluent Bit), otlp (OTLP/HTTP logs)."""
+    to Fluentd or Fluent Bit), otlp (OTLP/HTTP logs), nats (NATS JetStream)."""
     targets: Annotated[
-        list[Annotated[str, _url(("tcp", "tls", "http", "https"))]],
+        list[Annotated[str, _url(("tcp", "tls", "http", "https", "nats"))]],
         _not_a_string("targets", 'a list of URLs, e.g. ["tls://central-1:7514"], not a string'),
         Field(min_length=1),
     ]
-    """Peers: tcp://HOST:PORT or tls://HOST:PORT; for otlp, http(s)://HOST[:PORT][/PATH]."""
+    """Peers: tcp://HOST:PORT or tls://HOST:PORT; for otlp, http(s)://HOST[:PORT][/PATH];
+    for nats, nats://HOST:PORT or tls://HOST:PORT."""
     mode: Literal["failover", "replicate"] = "failover"
     """failover: one target at a time, in order; replicate: all targets at once."""
     min_acks: Annotated[int, Field(ge=1)] = 1
@@ -140,6 +146,10 @@ class Forward(_Section):
     """otlp: gzip the request body."""
     headers: dict[str, str] = Field(default_factory=dict)
     """otlp: extra HTTP headers (an API key, a tenant)."""
+    stream: str = "HOSTLOG"
+    """nats: the JetStream stream (created when absent, with subjects ``<subject>.>``)."""
+    subject: str = "hostlog"
+    """nats: the subject prefix; the records of agent O go to ``<subject>.O``."""
 
     def endpoints(self) -> list[Endpoint]:
         """The ``targets`` URLs, parsed."""
@@ -158,6 +168,14 @@ class Forward(_Section):
         for key in ("shared_key", "username", "password"):
             if getattr(self, key) is not None and self.type != "fluent":
                 problems.append(((key,), f'only for type = "fluent" (this one is {self.type!r})'))
+        for key, default in (("stream", "HOSTLOG"), ("subject", "hostlog")):
+            if getattr(self, key) != default and self.type != "nats":
+                problems.append(((key,), f'only for type = "nats" (this one is {self.type!r})'))
+        if not _NATS_STREAM_RE.fullmatch(self.stream):
+            problems.append((("stream",), f"a stream name takes letters, digits, - and _, not {self.stream!r}"))
+        if not _NATS_SUBJECT_RE.fullmatch(self.subject):
+            problems.append((("subject",), "a subject prefix is tokens of letters, digits, - and _ "
+                                           f"joined by dots (no wildcards), not {self.subject!r}"))
         if (self.username is None) != (self.password is None):
             problems.append((("password" if self.password is None else "username",),
                              "username and password are given together"))

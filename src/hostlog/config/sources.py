@@ -1,4 +1,5 @@
-"""The ``[[source]]`` models: syslog, journald, file and forward (Fluent Forward), and their rate limit."""
+"""The ``[[source]]`` models: syslog, journald, file, forward (Fluent Forward) and nats (JetStream), and their
+rate limit."""
 
 from __future__ import annotations
 
@@ -180,4 +181,44 @@ class FluentSource(_Section):
         return self
 
 
-Source = Annotated[SyslogSource | JournaldSource | FileSource | FluentSource, Field(discriminator="type")]
+_NATS_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_NATS_FILTER_RE = re.compile(r"([A-Za-z0-9_-]+|\*)(\.([A-Za-z0-9_-]+|\*))*(\.>)?|>")
+
+
+class NatsSource(_Section):
+    """``[[source]] type = "nats"``: a NATS JetStream stream that ``[[forward]] type = "nats"``
+    agents publish to, consumed with a durable pull consumer (a central node)."""
+
+    type: Literal["nats"] = "nats"
+    name: Name | None = None
+    """Stable name (its state file state/nats-NAME.json, metrics); default "nats-N"."""
+    servers: Annotated[
+        list[Annotated[str, _url(("nats", "tls"))]],
+        _not_a_string("servers", 'a list of URLs, e.g. ["nats://nats-1:4222"], not a string'),
+        Field(min_length=1),
+    ]
+    """NATS servers of one cluster: nats://HOST:PORT or tls://HOST:PORT (tls uses [tls])."""
+    stream: str = "HOSTLOG"
+    """The stream to consume (created when absent, with subjects ``subject``)."""
+    durable: str = "hostlog"
+    """The durable consumer's name: several central nodes with the same name share the work."""
+    subject: str = "hostlog.>"
+    """The consumer's filter subject (the forwarders' ``subject`` and ``.>``)."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The ``servers`` URLs, parsed."""
+        return [parse_endpoint(url, ("nats", "tls")) for url in self.servers]
+
+    @model_validator(mode="after")
+    def _names(self) -> NatsSource:
+        if not _NATS_NAME_RE.fullmatch(self.stream):
+            raise ValueError(f"stream: a stream name takes letters, digits, - and _, not {self.stream!r}")
+        if not _NATS_NAME_RE.fullmatch(self.durable):
+            raise ValueError(f"durable: a consumer name takes letters, digits, - and _, not {self.durable!r}")
+        if not _NATS_FILTER_RE.fullmatch(self.subject):
+            raise ValueError(f"subject: not a NATS subject filter: {self.subject!r}")
+        return self
+
+
+Source = Annotated[SyslogSource | JournaldSource | FileSource | FluentSource | NatsSource,
+                   Field(discriminator="type")]

@@ -27,6 +27,7 @@ import itertools
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -51,6 +52,7 @@ __all__ = ["Receiver", "ReceiverState"]
 
 HELLO_TIMEOUT_S = 10.0
 STATE_SAVE_S = 0.5
+_SAVING = threading.Lock()
 READ_SIZE = 1 << 20
 
 
@@ -74,8 +76,10 @@ class ReceiverState:
                    int(value.get("local_seq", 0)))
 
     def save(self, snapshot: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, snapshot)
+        # one save at a time (see Cursor.save): the saver's thread may still run at stop
+        with _SAVING:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, snapshot)
 
     def snapshot(self) -> dict[str, Any]:
         return {"origins": dict(self.origins), "peers": dict(self.peers), "local_seq": self.local_seq}

@@ -84,6 +84,7 @@ class Cursor:
         self.path = path
         self.acked = 0
         self._saved = -1  # what the file holds (-1: no file yet)
+        self._lock = threading.Lock()
         try:
             value = read_json(path, None)
         except ValueError:  # torn by a crash: retention keeps everything for it meanwhile
@@ -103,13 +104,16 @@ class Cursor:
         return self.acked != self._saved
 
     def save(self) -> None:
-        """Atomic replace (blocking: call from a thread on the loop)."""
-        acked = self.acked
-        if acked == self._saved:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, {"acked_seq": acked})
-        self._saved = acked
+        """Atomic replace (blocking: call from a thread on the loop). One save
+        at a time: a save cancelled on the loop still runs on its thread, and
+        two atomic replaces of one file share its temporary name."""
+        with self._lock:
+            acked = self.acked
+            if acked == self._saved:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, {"acked_seq": acked})
+            self._saved = acked
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +465,10 @@ def output_factory(forward: Any, identity: Identity,
         from hostlog.forward.otlp import OtlpOutput
         return lambda endpoint: OtlpOutput(endpoint, identity, ssl_context, encoding=forward.encoding,
                                            gzip=forward.gzip, headers=dict(forward.headers))
+    if kind == "nats":
+        from hostlog.forward.nats_out import NatsOutput
+        return lambda endpoint: NatsOutput(endpoint, identity, ssl_context, stream=forward.stream,
+                                           subject=forward.subject)
     raise ValueError(f"forward {forward.name}: type {kind!r} is not available yet")
 
 

@@ -34,7 +34,7 @@ def test_unknown_source_type() -> None:
     text = SYSLOG + '[[source]]\ntype = "journald"\n[[source]]\ntype = "sylog"\n'
     assert only_problem(text) == (
         "source[2].type",
-        "unknown source type 'sylog' (expected one of: syslog, journald, file, forward)",
+        "unknown source type 'sylog' (expected one of: syslog, journald, file, forward, nats)",
     )
 
 
