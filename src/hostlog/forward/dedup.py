@@ -16,6 +16,7 @@ the receiver's mark.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import islice
 from operator import lt
 
@@ -65,8 +66,8 @@ class Dedup:
         return _pick(batch, rows), n - len(rows)
 
 
-def _rising(seqs: list[int]) -> bool:
-    if type(seqs) is range:
+def _rising(seqs: Sequence[int]) -> bool:
+    if isinstance(seqs, range):  # (the spool's own seq column is one)
         return seqs.step > 0
     return all(map(lt, seqs, islice(seqs, 1, None)))  # ~20 ns a row, in C
 
