@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hostlog.crashpoint import crashpoint
 from hostlog.errors import SpoolError
 from hostlog.spool.state import read_json, write_json
 
@@ -92,3 +93,4 @@ class CheckpointFiles:
         with open(tmp, "w") as f:
             f.write(json.dumps(pairs))
         os.replace(tmp, path)
+        crashpoint("position-noted")

@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hostlog.chunk import ChunkError, decode_chunk
+from hostlog.crashpoint import crashpoint
 from hostlog.errors import SpoolFormatError, WrongKeyError
 from hostlog.record import Record
 from hostlog.spool import frame as F
@@ -324,23 +325,38 @@ class SegmentWriter:
 
     def append(self, chunk: bytes, *, first_seq: int, count: int, ts_min: int, ts_max: int,
                severity_mask: int, app_bloom: int, fast: bool = False) -> F.IndexEntry:
+        data, entry = self.frame(chunk, offset=self.end, first_seq=first_seq, count=count,
+                                 ts_min=ts_min, ts_max=ts_max, severity_mask=severity_mask,
+                                 app_bloom=app_bloom, fast=fast)
+        self.write_frames(data, [entry])
+        return entry
+
+    def frame(self, chunk: bytes, *, offset: int, first_seq: int, count: int, ts_min: int,
+              ts_max: int, severity_mask: int, app_bloom: int,
+              fast: bool = False) -> tuple[bytes, F.IndexEntry]:
+        """One frame for ``offset`` (sealed for that place), not written yet."""
         data = F.seal_frame(chunk, key=self.keys.data_key, key_id=self.header.key_id,
-                            salt=self.header.salt, offset=self.end, first_seq=first_seq,
+                            salt=self.header.salt, offset=offset, first_seq=first_seq,
                             count=count, ts_min=ts_min, ts_max=ts_max,
                             severity_mask=severity_mask, app_bloom=app_bloom, aead=self.aead,
                             fast=fast)
-        # One pwrite per frame: a reader sees the frame whole or (at the tail) cut short.
+        return data, F.IndexEntry(offset, first_seq, count, ts_min, ts_max, severity_mask,
+                                  app_bloom, len(data), len(chunk))
+
+    def write_frames(self, data: bytes, entries: list[F.IndexEntry]) -> None:
+        """Write consecutive frames made by :meth:`frame` for the offsets from
+        :attr:`end` on, in one pwrite: a reader sees them whole or (at the
+        tail) cut short."""
+        assert entries and entries[0].offset == self.end
         view = memoryview(data)
         off = self.end
         while view:
             n = os.pwrite(self.fd, view, off)
             view, off = view[n:], off + n
-        entry = F.IndexEntry(self.end, first_seq, count, ts_min, ts_max, severity_mask,
-                             app_bloom, len(data), len(chunk))
-        self.entries.append(entry)
+        crashpoint("frame-written")
+        self.entries.extend(entries)
         self.end += len(data)
-        self.next_seq = first_seq + count
-        return entry
+        self.next_seq = entries[-1].first_seq + entries[-1].count
 
     def sync(self) -> None:
         os.fdatasync(self.fd)

@@ -6,9 +6,11 @@
       segments/<first-seq>.seg   append-only; the newest is the active one
       state/checkpoints/*.json   collectors' replay positions (atomic replace)
       state/cursors/*.json       per destination: last seq acknowledged
+      state/group.json           where a group of frames is being written (see append_group)
 
-Records are *accepted* once :meth:`Spool.append` returns (written to the file)
-and *durable* once :meth:`Spool.sync` has returned after it. Sequence numbers
+Records are *accepted* once :meth:`Spool.append` (or :meth:`Spool.append_group`)
+returns (written to the file) and *durable* once :meth:`Spool.sync` has
+returned after it. Sequence numbers
 are the spool's own (1, 2, 3, ... never reused); a record that arrives without
 an origin gets this agent's id and its spool seq as its identity.
 
@@ -18,6 +20,7 @@ Not thread-safe: one thread owns a Spool (the agent's writer thread).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 import uuid
@@ -25,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostlog.chunk import encode_columns
+from hostlog.crashpoint import crashpoint
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.record import Batch
 from hostlog.spool import frame as F
 from hostlog.spool.index import frame_index
 from hostlog.spool.keys import Keyring
-from hostlog.spool.segment import Damage, SegmentReader, SegmentWriter, segment_first_seq
+from hostlog.spool.segment import Damage, SegmentIndex, SegmentReader, SegmentWriter, segment_first_seq
 from hostlog.spool.state import fsync_dir, read_json, write_json
 
 SPOOL_FORMAT = 1
@@ -52,6 +56,7 @@ class RecoveryReport:
     frames: int = 0
     next_seq: int = 1
     truncated_bytes: int = 0
+    group_cut: int = 0  # records of an unfinished group of frames, in truncated_bytes
     damage: list[Damage] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -59,6 +64,9 @@ class RecoveryReport:
                f"active segment, next seq {self.next_seq}"]
         if self.truncated_bytes:
             out.append(f"cut a torn tail of {self.truncated_bytes} bytes from the active segment")
+        if self.group_cut:
+            out.append(f"of which an unfinished write of {self.group_cut} records (one batch cut "
+                       f"across frames; its source reads them again)")
         out.extend(f"damaged: {d}" for d in self.damage)
         return out
 
@@ -91,6 +99,7 @@ class Spool:
         self.dropped_records = 0  # removed by retention before every destination had them
         self.dropped_segments = 0
         self.recovery = RecoveryReport()
+        self._group_mark = self.directory / "state" / "group.json"
 
     # -- open / close ----------------------------------------------------------
     @classmethod
@@ -137,6 +146,7 @@ class Spool:
         its torn tail; report (never die on) damage in sealed ones."""
         report = self.recovery
         floor = 1  # no seq below this may be given: a segment moved aside held them
+        group = _read_group_mark(self._group_mark)
         paths = sorted((p for p in self.segments_dir.iterdir()
                         if segment_first_seq(p) is not None), key=segment_first_seq)
         for i, path in enumerate(paths):
@@ -168,6 +178,7 @@ class Spool:
                     # may have holes; keeping frames past one would let a
                     # source resume after records that are not there.
                     index = reader.scan(verify=True, cut_at_damage=True)
+                    index = _cut_unfinished_group(index, path.name, reader.size(), group, report)
                 report.segments += 1
                 first = reader.header.first_seq
                 nxt = index.entries[-1].first_seq + index.entries[-1].count if index.entries else first
@@ -196,6 +207,9 @@ class Spool:
                                              self.active.size, None))
         self.durable_seq = self.next_seq - 1
         report.next_seq = self.next_seq
+        # The mark describes a write that is now either whole or cut (reopen
+        # truncated and fsynced the segment): it must not cut anything again.
+        self._group_mark.unlink(missing_ok=True)
 
     def _agent_id_bytes(self) -> bytes:
         return uuid.UUID(self.agent_id).bytes
@@ -229,8 +243,23 @@ class Spool:
         Rows new here are stamped with this spool's origin and their seq, in
         place. ``fast``: compress the frame with LZ4's fast mode, not HC (for
         a writer that is behind)."""
-        n = len(batch)
-        if not n:
+        return self.append_group([batch], fast=fast)
+
+    def append_group(self, batches: list[Batch], *, fast: bool = False) -> tuple[int, int]:
+        """Write batches as consecutive frames, one frame each, in one pwrite;
+        returns the (first, last) spool seq of them all. They are accepted
+        together, when this returns.
+
+        For a batch that carries a source position and was cut across frames
+        (spool/writer.py): the position is noted only with the frame that ends
+        the batch, so its other pieces must not stay in the spool without it.
+        A kill -9 can still cut the pwrite short (the kernel stops a buffered
+        write at a page when a fatal signal is pending), leaving whole frames
+        of the group and a torn one; so before the write, ``state/group.json``
+        says where the group goes, and recovery cuts a group found unfinished
+        back to its start, as it cuts a torn frame (:func:`_cut_unfinished_group`)."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
             return self.next_seq, self.next_seq - 1
         active = self.active
         assert active is not None, "spool is closed"
@@ -240,34 +269,69 @@ class Spool:
                 raise SpoolFullError(f"spool {self.directory} is full ({self.total_bytes} bytes, "
                                      f"max_bytes {self.max_bytes}) and unacknowledged data "
                                      f"must be kept (on_full = block)")
-        first = active.next_seq
-        end = first + n
+        first = seq = active.next_seq
         origin = self.agent_id
-        origins, seqs = batch.origin, batch.seq
-        if not any(origins):  # the usual case: every row is new here
-            batch.origin = [origin] * n
-            batch.seq = range(first, end)  # (the codec needs no delta pass)
-        else:
-            for i, o in enumerate(origins):
-                if not o:
-                    origins[i] = origin
-                    seqs[i] = first + i
-        severity_mask, bloom = frame_index(batch, active.keys.bloom_key)
-        ts = batch.ts
-        active.append(encode_columns(batch.columns), first_seq=first, count=n,
-                      ts_min=min(ts), ts_max=max(ts), severity_mask=severity_mask,
-                      app_bloom=bloom, fast=fast)
+        offset = active.end
+        parts: list[bytes] = []
+        entries = []
+        for batch in batches:
+            n = len(batch)
+            origins, seqs = batch.origin, batch.seq
+            if not any(origins):  # the usual case: every row is new here
+                batch.origin = [origin] * n
+                batch.seq = range(seq, seq + n)  # (the codec needs no delta pass)
+            else:
+                for i, o in enumerate(origins):
+                    if not o:
+                        origins[i] = origin
+                        seqs[i] = seq + i
+            severity_mask, bloom = frame_index(batch, active.keys.bloom_key)
+            ts = batch.ts
+            data, entry = active.frame(encode_columns(batch.columns), offset=offset, first_seq=seq,
+                                       count=n, ts_min=min(ts), ts_max=max(ts),
+                                       severity_mask=severity_mask, app_bloom=bloom, fast=fast)
+            parts.append(data)
+            entries.append(entry)
+            offset += len(data)
+            seq += n
+        if len(parts) > 1:
+            self._mark_group(active.path.name, active.end, offset)
+        active.write_frames(parts[0] if len(parts) == 1 else b"".join(parts), entries)
         info = self.segments[-1]
         info.next_seq, info.size = active.next_seq, active.size
         if active.size >= self.segment_bytes or (
                 time.time_ns() - active.header.created_ns > self.segment_age * 1e9):
             self.rotate()
-        return first, end - 1
+        return first, seq - 1
+
+    def group_fits(self, nbytes: int) -> bool:
+        """May a group of about ``nbytes`` be written at once? Always while
+        retention can free whatever it takes (no destination, or on_full =
+        drop_oldest); else only if it fits within max_bytes once retention
+        has freed the oldest segments every destination has acknowledged: a
+        destination that lags must not make the spool grow by a whole group."""
+        acked = self.acked_seq()
+        if acked is None or self.on_full == "drop_oldest":
+            return True
+        freeable = 0
+        for info in self.segments[:-1]:  # retention frees the oldest first, sealed ones only
+            if info.next_seq - 1 > acked:
+                break
+            freeable += info.size
+        return self.total_bytes - freeable + nbytes <= self.max_bytes
+
+    def _mark_group(self, segment: str, start: int, end: int) -> None:
+        """Before a group's pwrite: where it goes (no fsync: this is for a
+        killed process, whose completed writes the kernel keeps)."""
+        tmp = self._group_mark.with_name(f".{self._group_mark.name}.tmp")
+        tmp.write_text(json.dumps({"segment": segment, "offset": start, "end": end}))
+        os.replace(tmp, self._group_mark)
 
     def sync(self) -> int:
         """Make everything accepted durable; returns the durable seq."""
         assert self.active is not None, "spool is closed"
         self.active.sync()
+        crashpoint("synced")
         self.durable_seq = self.active.next_seq - 1
         return self.durable_seq
 
@@ -299,12 +363,14 @@ class Spool:
         if not active.entries:
             return
         active.seal()
+        crashpoint("rotation-sealed")
         self.active = None  # sealed and closed: nothing more goes into it
         info = self.segments[-1]
         info.size, info.sealed_ns = active.end, time.time_ns()
         self.durable_seq = active.next_seq - 1
         self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
                                            keyring=self.keyring, first_seq=active.next_seq)
+        crashpoint("rotation-created")
         self.segments.append(SegmentInfo(self.active.path, active.next_seq, active.next_seq,
                                          self.active.size, None))
         self.enforce_retention()
@@ -342,6 +408,7 @@ class Spool:
                     break
                 self.dropped_records += oldest.next_seq - max(oldest.first_seq, acked + 1)
             oldest.path.unlink(missing_ok=True)
+            crashpoint("retention-unlinked")
             self.segments.pop(0)
             self.dropped_segments += unacked
             total -= oldest.size
@@ -349,6 +416,36 @@ class Spool:
         if removed:
             fsync_dir(self.segments_dir)
         return removed
+
+
+def _read_group_mark(path: Path) -> dict | None:
+    try:
+        mark = read_json(path)
+    except ValueError:
+        return None  # torn: its write never started (the mark is replaced before it)
+    return mark if isinstance(mark, dict) else None
+
+
+def _cut_unfinished_group(index: SegmentIndex, segment: str, size: int, mark: dict | None,
+                          report: RecoveryReport) -> SegmentIndex:
+    """The active segment's index without a group of frames whose write a
+    kill -9 cut short (Spool.append_group): the file ends inside the group
+    the mark describes. Its whole frames go too, as a torn frame does: the
+    group was never accepted, and the written pairs (spool/checkpoints.py)
+    point before it, so its source reads it again. A group written whole is
+    never cut: the file then reaches its end (the writer only appends, and
+    recovery removes the mark once it has cut or kept)."""
+    if mark is None or mark.get("segment") != segment:
+        return index
+    start, end = mark.get("offset"), mark.get("end")
+    if not (isinstance(start, int) and isinstance(end, int) and start < size < end
+            and start < index.end):
+        return index
+    kept = [e for e in index.entries if e.offset < start]
+    if (kept[-1].offset + kept[-1].size if kept else F.SEGMENT_HEADER_SIZE) != start:
+        return index  # not a frame boundary of this segment: not our mark
+    report.group_cut = sum(e.count for e in index.entries) - sum(e.count for e in kept)
+    return SegmentIndex(kept, False, start, [d for d in index.damage if d.offset < start])
 
 
 def _seq_floor(path: Path) -> int:

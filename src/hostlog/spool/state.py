@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hostlog.crashpoint import crashpoint
+
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename or create in it survives a crash."""
@@ -32,6 +34,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
         os.fsync(fd)
     finally:
         os.close(fd)
+    crashpoint("state-before-rename")
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

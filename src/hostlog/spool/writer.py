@@ -18,6 +18,9 @@ its own), whatever the size of the batches. A batch too big for the room
 left in a frame is split: its pieces go into consecutive frames, and only the
 last piece carries the batch's callback, so ``on_durable`` fires (and a
 source position is noted) once the batch's *last* record is in the spool.
+The frames of a batch that carries a source position are written together,
+as one group (:meth:`SpoolWriter._group_fits`), so that a kill -9 never
+leaves some of its pieces in the spool without the position that covers them.
 The limits bound what one damaged frame costs and what a query must decrypt
 to show one record (bench/RESULTS.md, "Frame limits").
 
@@ -59,6 +62,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from hostlog.crashpoint import crashpoint
 from hostlog.errors import SpoolFullError
 from hostlog.record import Batch, Columns, OnDurable
 from hostlog.spool.spool import Spool
@@ -339,25 +343,38 @@ class SpoolWriter:
                             quiet = True  # time for the spool's upkeep
                             break
                     taken = [] if quiet else self._take()
+                    frames = [taken] if taken else []
+                    # a batch with a source position cut at the frame's end:
+                    # take the rest of it now, to write it as one group
+                    while frames and self._head and self._head_has_position():
+                        frames.append(self._take())
                     behind = self._pending_records >= self.frame_records
                     stopping = self._stopping and not self._pending
                     written = self._entries_out
-                if taken:
-                    records = _one_frame([batch for batch, _ in taken])
-                    last = self._append_blocking(records, taken, fast=behind)
-                    self.stats.fast_frames += behind and bool(records)
-                    if self.fsync == "always" or (stopping and self.fsync == "batch"):
-                        with self._spool_lock:
-                            spool.sync()
-                        self.stats.syncs += 1
-                    self.stats.records += len(records)
-                    self.stats.frames += bool(records)
-                    callbacks = [cb for _, cb in taken if cb is not None]
-                    if callbacks:
-                        def register(last: int = last, callbacks: list[OnDurable] = callbacks) -> None:
-                            self._callbacks.extend((last, cb) for cb in callbacks)
-                        assert self._loop is not None
-                        self._loop.call_soon_threadsafe(register)
+                if frames:
+                    batches = [(_one_frame([batch for batch, _ in t]), t) for t in frames]
+                    # one write, or (a group too big for now) one per frame, as before
+                    writes = [batches] if self._group_fits(batches) else [[b] for b in batches]
+                    for write in writes:
+                        last = self._append_blocking(write, fast=behind)
+                        taken = [piece for _, t in write for piece in t]
+                        frames_n = sum(bool(len(records)) for records, _ in write)
+                        self.stats.fast_frames += frames_n if behind else 0
+                        if self.fsync == "always" or (stopping and self.fsync == "batch"):
+                            with self._spool_lock:
+                                spool.sync()
+                            self.stats.syncs += 1
+                        self.stats.records += sum(len(records) for records, _ in write)
+                        self.stats.frames += frames_n
+                        callbacks = [cb for _, cb in taken if cb is not None]
+                        if callbacks:
+                            def register(last: int = last, callbacks: list[OnDurable] = callbacks) -> None:
+                                self._callbacks.extend((last, cb) for cb in callbacks)
+                            assert self._loop is not None
+                            self._loop.call_soon_threadsafe(register)
+                        if len(writes) > 1:
+                            self._report(spool.next_seq - 1, spool.next_seq - 1 if self.fsync == "never"
+                                         else spool.durable_seq)
                     with self._cond:
                         self._entries_written = written
                         self._written.notify_all()
@@ -431,6 +448,7 @@ class SpoolWriter:
                     os.fdatasync(fd)
                 finally:
                     os.close(fd)
+                crashpoint("synced")
                 with self._spool_lock:
                     spool.end_sync(seq)
                 self.stats.syncs += 1
@@ -459,17 +477,46 @@ class SpoolWriter:
         for name, (last, value) in newest.items():
             self.note_position(name, last, value)
 
-    def _append_blocking(self, records: Batch, taken: list[tuple[Batch, OnDurable | None]],
+    def _head_has_position(self) -> bool:
+        """Under the lock: does the batch at the head of the queue carry a source position?"""
+        return getattr(self._pending[0].on_durable, "position", None) is not None
+
+    def _group_fits(self, frames: list[tuple[Batch, list[tuple[Batch, OnDurable | None]]]]) -> bool:
+        """Are ``frames`` (each: its records, and the pieces they are made
+        of) to be written as one group?
+
+        Several frames come at once when a batch that carries a source
+        position was cut across frames. They are written as one group
+        (Spool.append_group): the position is noted only with the frame that
+        ends the batch, and pieces written one by one would, after a kill -9
+        between them, stay in the spool while the noted position is still
+        before them: the restarted source would read them again, and store
+        them twice (tests/faults/test_kill.py, a backlog of 20,000 lines and
+        a kill after the second frame: 8,192 lines twice). A group bigger
+        than the spool may still take while a destination holds data back
+        (Spool.group_fits) is written frame by frame, as before: a full spool
+        then blocks in the middle of the batch, not in front of it, and a
+        kill -9 between its frames repeats the pieces written."""
+        if len(frames) == 1:
+            return True
+        with self._spool_lock:
+            return self.spool.group_fits(sum(_text_bytes(records) for records, _ in frames))
+
+    def _append_blocking(self, frames: list[tuple[Batch, list[tuple[Batch, OnDurable | None]]]],
                          fast: bool) -> int:
-        """Append as one frame, waiting while the spool is full and on_full =
-        block. The spool lock is held per attempt only, so the sync thread
-        keeps making what was written durable while this waits."""
+        """Append as one frame (or one group, see :meth:`_group_fits`),
+        waiting while the spool is full and on_full = block; returns the last
+        seq written. The spool lock is held per attempt only, so the sync
+        thread keeps making what was written durable while this waits."""
+        taken = [piece for _, pieces in frames for piece in pieces]
         warned = False
         while True:
             try:
                 with self._spool_lock:
                     self._note_positions(taken)
-                    return self.spool.append(records, fast=fast)[1]
+                    if len(frames) == 1:
+                        return self.spool.append(frames[0][0], fast=fast)[1]
+                    return self.spool.append_group([records for records, _ in frames], fast=fast)[1]
             except SpoolFullError as exc:
                 if self._stopping:
                     raise
