@@ -9,7 +9,8 @@ BIN    := $(VENV)/bin
 # (with its TLS driver), and what systemd-python compiles against.
 APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsyslog-gnutls \
                 libsystemd-dev pkg-config gcc procps iproute2 openssl \
-                lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser nats-server
+                lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser nats-server \
+                chromium chromium-driver
 
 .PHONY: run test deps venv bench clean faults lint
 

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -78,29 +77,13 @@ def _lines(value: str) -> int:
 
 
 def build_query(args: argparse.Namespace):  # -> hostlog.query.filters.Query
-    from hostlog.query.filters import Query, compile_grep, parse_matches
-    from hostlog.query.priority import parse_priority, selects_all
+    from hostlog.query.build import build_query as build
 
-    now = time.time_ns()
-    query = Query(units=args.unit, identifiers=args.identifier, hosts=args.host,
-                  sources=args.source, matches=parse_matches(args.matches))
-    if args.priority is not None:
-        allowed = parse_priority(args.priority)
-        # all eight levels: journalctl adds no match, so records without a priority show too
-        query.priorities = None if selects_all(allowed) else allowed
-    if args.since or args.until:
-        from hostlog.query.timespec import parse_timestamp
-    if args.since:
-        query.since_ns = parse_timestamp(args.since, now_ns=now, utc=args.utc)
-    if args.until:
-        query.until_ns = parse_timestamp(args.until, now_ns=now, utc=args.utc)
-    if query.since_ns is not None and query.until_ns is not None and query.since_ns > query.until_ns:
-        raise ValueError("--since= must be before --until=.")
-    if args.grep:
-        case = args.case_sensitive
-        query.grep = compile_grep(args.grep, None if case is None else
-                                  case.lower() in ("yes", "true", "1", "on"))
-    return query
+    case = args.case_sensitive
+    return build(units=args.unit, identifiers=args.identifier, hosts=args.host, sources=args.source,
+                 matches=args.matches, priority=args.priority, since=args.since, until=args.until,
+                 grep=args.grep, utc=args.utc,
+                 case_sensitive=None if case is None else case.lower() in ("yes", "true", "1", "on"))
 
 
 @contextmanager

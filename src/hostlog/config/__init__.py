@@ -41,7 +41,7 @@ from hostlog.config.fields import Name as Name
 from hostlog.config.fields import PositiveDuration as PositiveDuration
 from hostlog.config.fields import Size as Size
 from hostlog.config.loader import load_config, parse_config
-from hostlog.config.schema import Agent, Config, Control, Forward, Receiver, Spool, Tls, default_state_dir
+from hostlog.config.schema import Agent, Config, Control, Forward, Http, Receiver, Spool, Tls, default_state_dir
 from hostlog.config.sources import (
     FileSource,
     FluentSource,
@@ -63,6 +63,7 @@ __all__ = [
     "FileSource",
     "FluentSource",
     "Forward",
+    "Http",
     "JournaldSource",
     "NatsSource",
     "RateLimit",

@@ -29,7 +29,7 @@ from hostlog.config.fields import (
     _Section,
     _url,
 )
-from hostlog.config.sources import FluentSource, Source, SyslogSource
+from hostlog.config.sources import FluentSource, RateLimit, Source, SyslogSource
 from hostlog.config.units import format_size
 from hostlog.paths import default_state_dir
 
@@ -46,6 +46,9 @@ class Agent(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
     """Spool, checkpoints, cursors and agent id live here. A relative path is
     resolved against the current directory when the config is read."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Labels of this agent (``instance``, ``region``, ...), shown with every
+    record of the live tail (``/api/v1/tail``); not stored in records."""
 
     @field_validator("hostname")
     @classmethod
@@ -255,6 +258,48 @@ class Control(_Section):
     """HOST:PORT of the Prometheus endpoint; None: no metrics endpoint."""
 
 
+HTTP_SCHEMES = ("http", "https", "unix")
+
+
+def parse_http_listen(value: str) -> Endpoint:
+    """One ``[http] listen`` entry: ``HOST:PORT`` (plain HTTP), ``http://HOST:PORT``,
+    ``https://HOST:PORT`` (TLS with the ``[tls]`` certificate) or ``unix:///PATH``."""
+    if "://" not in value:
+        host, port = parse_host_port(value, what="HTTP address")
+        return Endpoint("http", host, port, None)
+    endpoint = parse_endpoint(value, HTTP_SCHEMES)
+    if endpoint.scheme in ("http", "https") and endpoint.path not in (None, "/"):
+        raise ValueError(f"invalid URL {value!r}: the server is served at /, not at a path")
+    return endpoint._replace(path=None) if endpoint.scheme != "unix" else endpoint
+
+
+def _check_http_listen(values: list[str]) -> list[str]:
+    for value in values:
+        parse_http_listen(value)
+    return values
+
+
+class Http(_Section):
+    """``[http]``: the HTTP server (journal-gatewayd's /entries, /api/v1, live
+    tail, the web viewer). Absent: no HTTP server."""
+
+    listen: Annotated[list[str], Field(min_length=1), AfterValidator(_check_http_listen)]
+    """``HOST:PORT`` or ``http://HOST:PORT``, ``https://HOST:PORT`` (needs ``[tls]``
+    cert and key), ``unix:///PATH`` (0660; peers admitted by their credentials)."""
+    ingest_rate_limit: RateLimit | None = None
+    """``POST /api/v1/logs``: records per second each key may send (None: no limit)."""
+    per_source_rate_limit: RateLimit | None = None
+    """The same, for each value of the records' ``source`` across keys."""
+    max_followers: Annotated[int, Field(ge=1)] = 256
+    """Live tails and ``?follow`` readers served at once; more get 503."""
+    follower_buffer: Annotated[int, Field(ge=16)] = 10_000
+    """Records queued for one follower; a follower further behind is told what it missed."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The ``listen`` entries, parsed."""
+        return [parse_http_listen(value) for value in self.listen]
+
+
 def _default_control_socket(state_dir: Path) -> Path:
     if os.geteuid() == 0:
         return Path("/run/hostlog/control.sock")
@@ -293,6 +338,8 @@ class Config(_Section):
     """``[tls]``; None: no certificates (tls:// targets verify with the system CAs)."""
     control: Control = Field(default_factory=Control)
     """``[control]``; ``control.socket`` is always set after validation."""
+    http: Http | None = None
+    """``[http]``; None: no HTTP server."""
 
     @property
     def spool_dir(self) -> Path:
@@ -335,6 +382,10 @@ class Config(_Section):
                 problems.append((("tls", "ca"), "a tls:// receiver demands client certificates of a CA: "
                                                 "set [tls] ca (or, in so many words, [receiver] "
                                                 "require_client_cert = false)"))
+        if self.http is not None:
+            for j, endpoint in enumerate(self.http.endpoints()):
+                if endpoint.scheme == "https" and not has_cert:
+                    problems.append((("http", "listen", j), "an https:// listener needs [tls] with cert and key"))
         if problems:
             raise _problems(*problems)
         if self.control.socket is None:

@@ -239,12 +239,13 @@ def test_docs_list_every_key() -> None:
         config_module.Receiver,
         config_module.Tls,
         config_module.Control,
+        config_module.Http,
     ]
     for model in models:
         for name, field in model.model_fields.items():
             if name != "type":
                 assert f"| `{field.alias or name}` |" in doc, f"{model.__name__}.{name} is not in docs/config.md"
-    for section in ("agent", "spool", "source", "app", "forward", "receiver", "tls", "control"):
+    for section in ("agent", "spool", "source", "app", "forward", "receiver", "tls", "control", "http"):
         assert f"`[{section}]`" in doc or f"`[[{section}]]`" in doc
 
 
