@@ -21,7 +21,8 @@
 # STAGE and a temporary directory; the build machine's /opt is not touched, so
 # a build works next to an installed hostlog.
 #
-# Environment: PYTHON (default /usr/bin/python3: any Debian python3 whose
+# Environment: HOSTLOG_STAGE (a tree staged before, copied instead of built),
+# PYTHON (default /usr/bin/python3: any Debian python3 whose
 # /usr/bin/python3.X exists), PIP_* (pip's own settings, e.g. PIP_INDEX_URL,
 # PIP_CONSTRAINT to pin dependency versions), SOURCE_DATE_EPOCH.
 set -euo pipefail
@@ -39,6 +40,17 @@ die() { echo "stage.sh: $*" >&2; exit 1; }
 say() { echo "stage.sh: $*" >&2; }
 
 [ -z "$(ls -A "$stage")" ] || die "$stage is not empty"
+
+# HOSTLOG_STAGE=DIR: a tree this script staged before, copied as it is (the
+# packaging tests build three packages of one source tree and stage it once).
+if [ -n "${HOSTLOG_STAGE:-}" ]; then
+  [ -d "$HOSTLOG_STAGE" ] && [ -f "$HOSTLOG_STAGE.env" ] \
+    || die "HOSTLOG_STAGE=$HOSTLOG_STAGE is not a tree staged by this script (no $HOSTLOG_STAGE.env)"
+  cp -a "$HOSTLOG_STAGE/." "$stage/"
+  cp "$HOSTLOG_STAGE.env" "$stage.env"
+  say "copied the tree staged in $HOSTLOG_STAGE"
+  exit 0
+fi
 
 # -- the interpreter: Debian's, by its versioned name ---------------------------
 python="${PYTHON:-/usr/bin/python3}"

@@ -9,7 +9,7 @@ upgrades it and config, key and spool survive; remove and purge clean up. The
 .rpm must ship the same files with the same metadata.
 
 Needs root, dpkg, lintian, rpm, Debian's python3 with venv and headers, and
-pip's index; takes a minute or two (three package builds run in parallel).
+pip's index; takes a minute or so (the tree is staged once, the three packages are built from it in parallel).
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def package_version(suffix: str = "") -> str:
     return run("bash", "-c", script, "_", VERSION, suffix, cwd=REPO).stdout.strip()
 
 
-def build(target: str, suffix: str = "") -> Path:
+def build(target: str, suffix: str = "", stage: Path | None = None) -> Path:
     env = dict(os.environ, VERSION_SUFFIX=suffix)
+    if stage is not None:
+        env["HOSTLOG_STAGE"] = str(stage)
     res = run("make", "--no-print-directory", target, cwd=REPO, env=env, timeout=900)
     out = REPO / res.stdout.strip().splitlines()[-1]
     assert out.is_file(), res.stdout
@@ -84,12 +86,16 @@ def build(target: str, suffix: str = "") -> Path:
 
 
 @pytest.fixture(scope="module")
-def packages() -> dict[str, Path]:
-    """v1 .deb, v2 .deb (VERSION_SUFFIX=+1), v1 .rpm: built in parallel."""
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """v1 .deb, v2 .deb (VERSION_SUFFIX=+1), v1 .rpm: the file tree staged once
+    by packaging/common/stage.sh (its virtualenv is the slow part), the three
+    packages built from that tree in parallel by `make deb` / `make rpm`."""
     requirements()
+    stage = tmp_path_factory.mktemp("stage") / "tree"
+    run("packaging/common/stage.sh", str(stage), cwd=REPO, timeout=900)
     with ThreadPoolExecutor(3) as pool:
-        jobs = {"deb": pool.submit(build, "deb"), "deb2": pool.submit(build, "deb", "+1"),
-                "rpm": pool.submit(build, "rpm")}
+        jobs = {"deb": pool.submit(build, "deb", "", stage), "deb2": pool.submit(build, "deb", "+1", stage),
+                "rpm": pool.submit(build, "rpm", "", stage)}
         return {name: job.result() for name, job in jobs.items()}
 
 
