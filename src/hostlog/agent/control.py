@@ -30,7 +30,7 @@ from hostlog.errors import ControlError, HostlogError
 
 log = logging.getLogger("hostlog.control")
 
-__all__ = ["ControlError", "ControlServer", "Handler", "MAX_REQUEST", "peer_allowed"]
+__all__ = ["ControlError", "ControlServer", "Handler", "MAX_REQUEST", "peer_allowed", "supplementary_groups"]
 
 #: handler(command, args) -> result; raise ControlError for a refusal the client should read.
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -42,7 +42,7 @@ MAX_REQUEST = 64 * 1024
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def _supplementary_groups(pid: int) -> set[int]:
+def supplementary_groups(pid: int) -> set[int]:
     """The peer's supplementary groups, from /proc (SO_PEERCRED gives only its gid)."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
@@ -124,7 +124,7 @@ class ControlServer:
             socket_gid = os.stat(self.path).st_gid
         except OSError as exc:
             return f"cannot check the peer's credentials: {exc}"
-        if peer_allowed(uid, gid, _supplementary_groups(pid) if uid and gid != socket_gid else set(),
+        if peer_allowed(uid, gid, supplementary_groups(pid) if uid and gid != socket_gid else set(),
                         agent_uid=os.geteuid(), socket_gid=socket_gid):
             return None
         return (f"permission denied: uid {uid} is not root, the agent's user (uid {os.geteuid()}) "

@@ -38,11 +38,12 @@ import logging
 import re
 from typing import cast
 
-from hostlog.collectors.syslog.clock import _bsd_ns, _iso_ns, _rfc3339_ns, clear_time_caches
+from hostlog.collectors.syslog.clock import CLOCK, clear_time_caches
 from hostlog.collectors.syslog.framing import TruncatedFrame
 from hostlog.record import Columns, Fields, Record
 
-__all__ = ["clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages"]
+__all__ = ["SD_NAME", "clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages",
+           "parse_pid", "parse_safe", "structured_data"]
 
 # RFC 5424 section 6 ABNF, one match for the whole HEADER plus the SP before
 # STRUCTURED-DATA:
@@ -60,11 +61,11 @@ _RFC5424 = re.compile(_PRI + r"([1-9][0-9]{0,2}) (" + _TS5424 + r") " + _HEADER_
 # RFC 5424 section 6.3: SD-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34.
 # PARAM-VALUE: '"', '\' and ']' MUST be escaped (6.3.3); any other backslash
 # pair is kept as it is, so "\\." accepts it and _SD_UNESCAPE leaves it alone.
-_SD_NAME = r'[!#-<>-\\^-~]{1,32}'
+SD_NAME = r'[!#-<>-\\^-~]{1,32}'
 _SD_VALUE = r'[^"\\\]]*(?:\\.[^"\\\]]*)*'
-_SD_ELEMENT = re.compile(r'\[(' + _SD_NAME + r')((?: ' + _SD_NAME + r'="' + _SD_VALUE
+_SD_ELEMENT = re.compile(r'\[(' + SD_NAME + r')((?: ' + SD_NAME + r'="' + _SD_VALUE
                          + r'")*)\]', re.S)
-_SD_PARAM = re.compile(r' (' + _SD_NAME + r')="(' + _SD_VALUE + r')"', re.S)
+_SD_PARAM = re.compile(r' (' + SD_NAME + r')="(' + _SD_VALUE + r')"', re.S)
 _SD_UNESCAPE = re.compile(r'\\([\\"\]])')
 
 # RFC 3164 section 4.1.2: TIMESTAMP = "Mmm dd hh:mm:ss" (day padded with a
@@ -120,7 +121,7 @@ FALLBACKS = Fallbacks()
 def parse_message(raw: bytes, *, received_ns: int, default_host: str = "",
                   peer: str | None = None) -> Record:
     """Parse one syslog message; never raises (see the module docstring)."""
-    return _parse_safe(raw, received_ns, default_host, peer)
+    return parse_safe(raw, received_ns, default_host, peer)
 
 
 def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "",
@@ -132,7 +133,7 @@ def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "
     """
     if len(raws) >= _BATCH_MIN:
         # Imported here, not at the top of this module: parse_batch
-        # imports this module (_parse_safe, _structured_data, ...), so this
+        # imports this module (parse_safe, structured_data, ...), so this
         # edge is deferred to call time to keep the import graph acyclic
         # whichever module is imported first (a bottom-of-module import would
         # fail if parse_batch were imported first). After the first
@@ -146,7 +147,7 @@ def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "
             recs = None
         if recs is not None:
             return recs
-    return [_parse_safe(raw, received_ns, default_host, peer) for raw in raws]
+    return [parse_safe(raw, received_ns, default_host, peer) for raw in raws]
 
 
 def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = "",
@@ -187,7 +188,7 @@ def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
         return None
 
 
-def _parse_safe(raw: bytes, received_ns: int, default_host: str,
+def parse_safe(raw: bytes, received_ns: int, default_host: str,
                 peer: str | None) -> Record:
     try:
         rec = _parse(raw, received_ns, default_host)
@@ -229,7 +230,7 @@ def _parse(raw: bytes, received_ns: int, default_host: str) -> Record:
     if m is not None:
         pri = int(m[1])
         if pri <= 191:
-            ts = _bsd_ns(m[2], m[3], m[4], received_ns)
+            ts = CLOCK.bsd_ns(m[2], m[3], m[4], received_ns)
             if ts is not None:
                 return _rfc3164(text, clean, m.end(), pri, ts, default_host)
     return _slow(raw, text, clean, received_ns, default_host)
@@ -255,11 +256,11 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
                              "rfc5424: " + _diagnose5424(text, p))
 
     m = _BSD_TS.match(text, p)
-    ts = _bsd_ns(m[1], m[2], m[3], received_ns) if m is not None else None
+    ts = CLOCK.bsd_ns(m[1], m[2], m[3], received_ns) if m is not None else None
     if ts is None:
         m = _ISO_TS.match(text, p)
         if m is not None:
-            ts = _iso_ns(m)
+            ts = CLOCK.iso_ns(m)
     if ts is not None and m is not None:  # (m is the match ts was read from)
         return _rfc3164(text, clean, m.end(), 13 if pri is None else pri, ts, default_host)
     if pri is None:
@@ -292,13 +293,13 @@ def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: in
     if ts_text == "-":
         ts = received_ns  # RFC 5424 6.2.3: NILVALUE if the originator has no time
     else:
-        ts = _rfc3339_ns(ts_text)
+        ts = CLOCK.rfc3339_ns(ts_text)
         if ts is None:
             return None
     fields: Fields = {}
     pid = None
     if procid != "-":
-        pid = _pid(procid)
+        pid = parse_pid(procid)
         if pid is None:
             fields["procid"] = procid
     if msgid != "-":
@@ -309,7 +310,7 @@ def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: in
     if text.startswith("-", p):
         p += 1
     elif text.startswith("[", p):
-        p = _structured_data(text, p, fields, clean)
+        p = structured_data(text, p, fields, clean)
         if p < 0:
             return None
     else:
@@ -329,7 +330,7 @@ def _rfc5424(text: str, clean: bool, m: re.Match[str], pri: int, received_ns: in
                   "" if app == "-" else app, pid, pri & 7, pri >> 3, fields)
 
 
-def _structured_data(text: str, p: int, fields: Fields, clean: bool) -> int:
+def structured_data(text: str, p: int, fields: Fields, clean: bool) -> int:
     """Parse SD-ELEMENTs at ``p`` into ``fields``; return the end, or -1 if invalid."""
     seen = set()
     while True:
@@ -411,7 +412,7 @@ def _tag(tag: str, clean: bool) -> tuple[str, int | None, Fields]:
         procid = tag[i + 1:-1]
         tag = tag[:i]
         if procid:
-            pid = _pid(procid)
+            pid = parse_pid(procid)
             if pid is None:
                 fields["procid"] = procid if clean else _restore_str(procid)
     return (tag if clean else _restore_str(tag)), pid, fields
@@ -422,7 +423,7 @@ def _is_tag_pid(word: str) -> bool:
     return word.endswith("]") and word.find("[") > 0
 
 
-def _pid(procid: str) -> int | None:
+def parse_pid(procid: str) -> int | None:
     # Only a plain decimal that fits a Linux pid becomes Record.pid: leading
     # zeros or 40 digits would not survive a round trip through int.
     if 0 < len(procid) <= 10 and procid.isascii() and procid.isdigit() \
@@ -465,7 +466,7 @@ def _diagnose5424(text: str, p: int) -> str:
         sp = text.find(" ", p)
         token = text[p:] if sp < 0 else text[p:sp]
         if rx.fullmatch(token) is None or (name == "TIMESTAMP" and token != "-"
-                                            and _rfc3339_ns(token) is None):
+                                            and CLOCK.rfc3339_ns(token) is None):
             return f"bad {name} at byte {_at(text, p)}"
         if sp < 0:
             return f"message ends after {name} at byte {_at(text, len(text))}"

@@ -17,20 +17,9 @@ from itertools import repeat
 from operator import add
 from typing import Any, cast
 
-from hostlog.collectors.syslog.clock import (
-    _MISS,
-    _NS,
-    _cached,
-    _local_day,
-    _local_minute,
-    _Miss,
-    _new_local_day,
-    _offset,
-    _utc_second,
-    _utc_seconds,
-)
+from hostlog.collectors.syslog.clock import CLOCK, MISS, NS, Miss
 from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import _SD_NAME, _parse_safe, _pid, _structured_data
+from hostlog.collectors.syslog.parse import SD_NAME, parse_pid, parse_safe, structured_data
 from hostlog.record import Columns, Fields, FieldValue, Record
 
 try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)
@@ -60,7 +49,7 @@ _FAST_PRI = r"<(1[0-8][0-9]|19[01]|[1-9][0-9]?|0)>"  # 0..191, no leading zero (
 # and parsed per message (only where it is not "-"). No class matches LF, so
 # a match never spans two lines.
 _SD_VALUE_LINE = r'[^"\\\]\n]*(?:\\[^\n][^"\\\]\n]*)*'
-_SD_ELEMENT_LINE = (r'\[' + _SD_NAME + r'(?: ' + _SD_NAME + r'="' + _SD_VALUE_LINE + r'")*\]')
+_SD_ELEMENT_LINE = (r'\[' + SD_NAME + r'(?: ' + SD_NAME + r'="' + _SD_VALUE_LINE + r'")*\]')
 _SPLIT5424 = re.compile(
     r"\n" + _FAST_PRI + r"1 "
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?"
@@ -81,7 +70,7 @@ _SNIFF5424 = re.compile(r"\n<[0-9]{1,3}>[1-9]")
 
 _SEVERITY = {str(p): p & 7 for p in range(192)}
 _FACILITY = {str(p): p >> 3 for p in range(192)}
-_SECOND_NS = {"%02d" % s: s * _NS for s in range(60)}
+_SECOND_NS = {"%02d" % s: s * NS for s in range(60)}
 _NONE_EMPTY: dict[str | None, str] = {None: ""}
 _TRAILERS = (b"\n", b"\x00")
 _NO_PID = {None: None, "-": None}
@@ -159,7 +148,7 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
         lines = rows if rows is not None else range(n)
         redo.update(j for j, i in enumerate(lines) if type(raws[i]) is TruncatedFrame)
     for j in redo:
-        recs[j] = _parse_safe(raws[j if rows is None else rows[j]], received_ns,
+        recs[j] = parse_safe(raws[j if rows is None else rows[j]], received_ns,
                               default_host, peer)
     if rows is None:
         return recs
@@ -168,7 +157,7 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
         out[i] = rec
     for i, got in enumerate(out):
         if got is None:
-            out[i] = _parse_safe(raws[i], received_ns, default_host, peer)
+            out[i] = parse_safe(raws[i], received_ns, default_host, peer)
     return cast("list[Record]", out)  # (every row filled)
 
 
@@ -192,17 +181,16 @@ def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
         pairs = list(set(keys))
     bases: dict[str | tuple[str, str], int] = {}
     bad: set[str | tuple[str, str]] = set()
+    clock = CLOCK
     for s, z in pairs:
-        b = _utc_seconds.get(s, _MISS)
-        if b is _MISS:
-            b = _cached(_utc_seconds, s, _utc_second)
-        off = 0 if z == "Z" else _offset(z)
+        b = clock.utc_base(s)
+        off = 0 if z == "Z" else clock.offset(z)
         key = s if keys is secs else (s, z)
         if b is None or off is None:
             bad.add(key)
             bases[key] = 0
         else:
-            bases[key] = (b - off) * _NS
+            bases[key] = (b - off) * NS
     if bad:
         redo.update(_rows_where(keys, bad))
     ts = list(map(add, map(bases.__getitem__, keys), _frac_ns(fracs)))
@@ -231,10 +219,10 @@ def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
         for j, sd in enumerate(sds):
             if sd == "-":
                 continue
-            items = parsed.get(sd, _MISS)
-            if items is _MISS:
+            items = parsed.get(sd, MISS)
+            if items is MISS:
                 sd_fields: Fields = {}
-                ok = _structured_data(sd, 0, sd_fields, True) == len(sd)
+                ok = structured_data(sd, 0, sd_fields, True) == len(sd)
                 items = parsed[sd] = tuple(sd_fields.items()) if ok else None
             if items is None:
                 redo.add(j)
@@ -262,10 +250,10 @@ def _pids_of(procids: list[str | None]) -> dict[str | None, int | None]:
         return _pids
     if len(_pids) + len(missing) <= _PID_CACHE_MAX:
         for p in missing:
-            _pids[p] = _pid(p)
+            _pids[p] = parse_pid(p)
         return _pids
     table = {p: _pids[p] for p in distinct.difference(missing)}
-    table.update((p, _pid(p)) for p in missing)
+    table.update((p, parse_pid(p)) for p in missing)
     return table
 
 
@@ -285,18 +273,18 @@ def _columns3164(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
                  default_host: str, peer: str | None) -> list[Record]:
     pri, minutes, secs, fracs, hosts, apps, procids = (
         parts[k::_GROUPS3164 + 1] for k in range(1, _GROUPS3164 + 1))
-    # TIMESTAMP: local minute base per distinct "Mmm dd [yyyy] hh:mm", as _bsd_ns
-    if not _local_day[0] <= received_ns < _local_day[1]:
-        _new_local_day(received_ns)
+    # TIMESTAMP: local minute base per distinct "Mmm dd [yyyy] hh:mm", as SyslogClock.bsd_ns
+    clock = CLOCK
+    clock.receive_day(received_ns)
     bases: dict[str, int] = {}
     bad: set[str] = set()
     for k in set(minutes):
-        b = _local_minute(k, received_ns)
+        b = clock.local_minute(k, received_ns)
         if b is None:
             bad.add(k)
             bases[k] = 0
         else:
-            bases[k] = b * _NS
+            bases[k] = b * NS
     if bad:
         redo.update(_rows_where(minutes, bad))
     bad_secs = set(secs).difference(_SECOND_NS)
@@ -364,7 +352,7 @@ def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default
         return None  # mostly not the common RFC 5424 shape: the batch regexes read it
     # the rows split() left hold their frame in msg
     redo_raws = cast("list[bytes]", [msgs[j] for j in redo])
-    f: Fields | _Miss | None
+    f: Fields | Miss | None
     by_msgid: dict[str | None, Fields] = {}
     for m in set(msgids):
         f = {} if m is None else {"msgid": m}
@@ -378,10 +366,10 @@ def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default
             if sd is None:
                 continue
             key = (msgids[j], sd)
-            f = by_sd.get(key, _MISS)
-            if f is _MISS:
+            f = by_sd.get(key, MISS)
+            if f is MISS:
                 sd_fields: Fields = {}
-                if _structured_data(sd, 0, sd_fields, True) == len(sd):
+                if structured_data(sd, 0, sd_fields, True) == len(sd):
                     msgid = msgids[j]
                     f = {} if msgid is None else {"msgid": msgid}
                     f.update(sd_fields)
@@ -402,7 +390,7 @@ def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default
     # every fields dict of the batch, for the spool's frame index
     pool = [*by_msgid.values(), *filter(None, by_sd.values())]
     for j, raw in zip(redo, redo_raws):
-        rec = _parse_safe(raw, received_ns, default_host, peer)
+        rec = parse_safe(raw, received_ns, default_host, peer)
         (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (
             rec.ts, rec.host, rec.app, rec.pid, rec.severity, rec.facility, rec.msg,
             rec.fields)
