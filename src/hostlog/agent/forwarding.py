@@ -28,7 +28,7 @@ from hostlog.spool.reader import SpoolReader
 
 log = logging.getLogger("hostlog.agent")
 
-__all__ = ["DropReport", "Forwarding", "attach", "detach", "on_reload", "status"]
+__all__ = ["DropReport", "Forwarding", "attach", "detach", "input_status", "on_reload", "status"]
 
 
 #: How often the agent looks whether retention dropped unacknowledged records.
@@ -158,11 +158,29 @@ async def on_reload(agent: Any, new: Config) -> None:
 
 
 def status(agent: Any) -> dict[str, Any]:
+    """The destinations, the receiver, and the inputs that take what other
+    agents forward (``[[source]] type = "nats"``): each collector with a
+    ``status()`` of its own."""
+    inputs = input_status(agent)
     fw: Forwarding | None = getattr(agent, "forwarding", None)
     if fw is None:
-        return {"forward": [], "receiver": None}
+        return {"forward": [], "receiver": None, "inputs": inputs}
     return {"forward": [dest.status() for _, dest in list(fw.destinations.values())],
-            "receiver": fw.receiver.status() if fw.receiver is not None else None}
+            "receiver": fw.receiver.status() if fw.receiver is not None else None,
+            "inputs": inputs}
+
+
+def input_status(agent: Any) -> list[dict[str, Any]]:
+    """``status()`` of every running collector that has one, in name order."""
+    out = []
+    collectors = dict(getattr(agent, "collectors", None) or {})  # (a copy: scrapes run on a thread)
+    for name in sorted(collectors):
+        entry = collectors[name]  # (source config, collector)
+        collector = entry[1] if isinstance(entry, tuple) else entry
+        report = getattr(collector, "status", None)
+        if callable(report):
+            out.append(report())
+    return out
 
 
 async def _start_destination(agent: Any, fw: Forwarding, forward: Any, *, config: Config | None = None) -> None:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from hostlog import __version__
 from hostlog.collectors.events import LOSSES, Counted
@@ -59,6 +60,7 @@ class Readers:
     collector_events: Callable[[], dict[tuple[str, Counted], int]] = field(default=dict)
     forward: Callable[[], list[dict[str, Any]]] = field(default=list)  # per link: Link.status()
     receiver: Callable[[], dict[str, Any] | None] = field(default=lambda: None)  # Receiver.status()
+    inputs: Callable[[], list[dict[str, Any]]] = field(default=list)  # collectors' status() (nats)
     app_restarts: Callable[[], dict[str, int]] = _empty
     app_up: Callable[[], dict[str, int]] = _empty  # 1 while the app's process runs
     uptime: Callable[[], float] = field(default=lambda: 0.0)
@@ -81,9 +83,13 @@ class _LiveCollector(Collector):
         yield _labelled(CounterMetricFamily, "hostlog_bytes_in",
                         "Message bytes accepted from each source (characters of text messages)",
                         "source", dict(m.bytes_in))
-        yield _labelled(CounterMetricFamily, "hostlog_records_dropped",
-                        "Records a collector dropped (queue full, rate limit), by its configured name",
-                        "collector", r.source_dropped())
+        dropped = _labelled(CounterMetricFamily, "hostlog_records_dropped",
+                            "Records a collector dropped (queue full, rate limit), by its configured "
+                            'name; and records a [[rule]] dropped or sampled out (reason="rule")',
+                            "collector", r.source_dropped())
+        for rule, n in sorted(m.rule_dropped().items()):
+            dropped.samples.append(Sample("hostlog_records_dropped_total", {"reason": "rule", "rule": rule}, n))
+        yield dropped
         events = CounterMetricFamily("hostlog_collector_events",
                                      "What each collector counts (collectors/events.py): records, "
                                      "drops, rotations, connections, ...", labels=["collector", "event"])
@@ -139,10 +145,45 @@ class _LiveCollector(Collector):
                     ("hostlog_receiver_bad_chunks", "bad_chunks",
                      "Chunks received that did not decode (reported as a record, skipped)")):
                 yield CounterMetricFamily(name, doc, value=receiver[key])
+        yield from _nats_families([i for i in r.inputs() if i.get("type") == "nats"])
         yield _labelled(CounterMetricFamily, "hostlog_app_restarts",
                         "Restarts of a supervised app by its restart policy", "app", r.app_restarts())
         yield _labelled(GaugeMetricFamily, "hostlog_app_up", "1 while the supervised app runs",
                         "app", r.app_up())
+
+
+#: ``[[source]] type = "nats"``: (family, metric, status key, help), labelled by source.
+_NATS = (
+    (GaugeMetricFamily, "hostlog_nats_connected", "connected", "1 while the NATS input is connected"),
+    (CounterMetricFamily, "hostlog_nats_messages", "messages", "Messages the NATS input was delivered"),
+    (CounterMetricFamily, "hostlog_nats_acked", "acked",
+     "Messages the NATS input acked (their records durable in the spool)"),
+    (CounterMetricFamily, "hostlog_nats_records", "records", "Records the NATS input stored"),
+    (CounterMetricFamily, "hostlog_nats_duplicates", "duplicates",
+     "Records the NATS input dropped as held already (by origin and seq)"),
+    (CounterMetricFamily, "hostlog_nats_held_back", "held_back",
+     "Messages handed back until the one before them on their subject is stored"),
+    (CounterMetricFamily, "hostlog_nats_redeliveries", "redeliveries",
+     "Messages JetStream delivered more than once (ack wait ended, or held back)"),
+    (CounterMetricFamily, "hostlog_nats_bad_messages", "bad_messages",
+     "Messages that did not decode (stored as a notice, terminated)"),
+    (CounterMetricFamily, "hostlog_nats_errors", "errors", "Requests to the NATS server that failed"),
+    (GaugeMetricFamily, "hostlog_nats_awaiting_durability", "awaiting_durability",
+     "Messages taken into the spool writer, not yet durable (not acked)"),
+)
+#: The consumer info's numbers (fetched every few seconds), labelled by source.
+_NATS_CONSUMER = (
+    ("hostlog_nats_consumer_pending", "pending", "Messages in the stream the consumer has not been delivered"),
+    ("hostlog_nats_consumer_ack_pending", "ack_pending", "Messages delivered to the consumer and not acked"),
+)
+
+
+def _nats_families(inputs: list[dict[str, Any]]) -> Iterator[Any]:
+    for kind, name, key, doc in _NATS:
+        yield _labelled(kind, name, doc, "source", {i["name"]: int(i.get(key) or 0) for i in inputs})
+    for name, key, doc in _NATS_CONSUMER:
+        yield _labelled(GaugeMetricFamily, name, doc, "source",
+                        {i["name"]: int(i["consumer"].get(key) or 0) for i in inputs if i.get("consumer")})
 
 
 def _labelled(kind: Any, name: str, doc: str, label: str, values: dict[str, int]) -> Any:
@@ -160,6 +201,7 @@ class Metrics:
         self.readers = Readers()
         self.records_in: dict[str, int] = {}
         self.bytes_in: dict[str, int] = {}
+        self.rule_dropped: Callable[[], dict[str, int]] = _empty  # by rule name (the agent's rules sink)
         self.registry.register(_LiveCollector(self))
         # process_* (CPU, RSS, open fds) of the agent itself, from /proc
         ProcessCollector(registry=self.registry)
@@ -218,6 +260,7 @@ def syslog_fallbacks() -> dict[tuple[str, str], int]:
 
 def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
     """The live values of a running agent, read at scrape time."""
+    from hostlog.agent.forwarding import input_status
     from hostlog.agent.forwarding import status as forwarding_status
     context = agent.context
     assert context is not None
@@ -234,6 +277,7 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         collector_events=lambda: dict(context.counters),
         forward=lambda: [link for dest in forwarding_status(agent)["forward"] for link in dest["links"]],
         receiver=lambda: forwarding_status(agent)["receiver"],
+        inputs=lambda: input_status(agent),
         app_restarts=supervisor.restart_counts,
         app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
         uptime=lambda: time.monotonic() - agent.started,

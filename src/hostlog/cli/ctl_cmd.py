@@ -190,7 +190,8 @@ def format_status(result: dict[str, Any]) -> str:
 
 
 def _forward_lines(result: dict[str, Any]) -> list[str]:
-    """One line per forward link (destination, or replica of one) and one for the receiver."""
+    """One line per forward link (destination, or replica of one), one for the receiver, one per
+    NATS input."""
     lines = []
     for dest in result.get("forward", []):
         for link in dest.get("links", []):
@@ -214,4 +215,25 @@ def _forward_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"receiver {receiver['listen']}: {connected} of {len(peers)} peers connected, "
                      f"{receiver['records']} records stored, {receiver['duplicates']} duplicates "
                      f"dropped, {receiver['refused']} peers refused")
+    lines += [_nats_line(i) for i in result.get("inputs", []) if i.get("type") == "nats"]
     return lines
+
+
+def _nats_line(source: dict[str, Any]) -> str:
+    """One line for a ``[[source]] type = "nats"``: the connection, the consumer, the counts."""
+    state = f"connected to {source['server']}" if source.get("connected") else "disconnected"
+    line = (f"source {source['name']} (nats): {state}, stream {source['stream']} consumer "
+            f"{source['durable']}, {source.get('acked', 0)} messages acked, {source.get('records', 0)} "
+            f"records stored, {source.get('duplicates', 0)} duplicates dropped")
+    consumer = source.get("consumer")
+    if consumer:
+        line += f", pending {consumer.get('pending', 0)} (ack pending {consumer.get('ack_pending', 0)})"
+    counts = [(source.get("awaiting_durability", 0), "awaiting durability"),
+              (source.get("held_back", 0), "held back"), (source.get("redeliveries", 0), "redeliveries"),
+              (source.get("bad_messages", 0), "bad messages"), (source.get("errors", 0), "errors")]
+    extra = ", ".join(f"{n} {what}" for n, what in counts if n)
+    if extra:
+        line += f", {extra}"
+    if source.get("last_error"):  # (cleared by the next fetch that works)
+        line += f" ({source['last_error']})"
+    return line

@@ -33,9 +33,9 @@ from typing import Any
 from hostlog.config.endpoints import Endpoint
 from hostlog.forward.output import Identity, decode_chunk
 from hostlog.forward.protocol import Chunk
-from hostlog.record import Record
+from hostlog.record import Columns, Record
 
-__all__ = ["SD_ID", "SyslogOutput", "format_record"]
+__all__ = ["SD_ID", "SyslogOutput", "format_batch", "format_record"]
 
 SD_ID = "hostlog@32473"
 CONNECT_TIMEOUT_S = 10.0
@@ -63,43 +63,101 @@ def _sd_value(value: object) -> str:
     return _SD_ESCAPE.sub(r"\\\1", value)
 
 
+def _seconds(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _timestamp(ts_ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ts_ns // 10**9, dt.UTC).replace(microsecond=ts_ns // 1000 % 10**6)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{_seconds(ts_ns // 10**9)}.{ts_ns // 1000 % 10**6:06d}Z"
+
+
+class _Formatter:
+    """Formats records; what rows of one chunk share (the second of their
+    time, host, app, pid, origin, header fields) is worked out once."""
+
+    __slots__ = ("second", "second_text", "headers", "origins")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.second_text = ""
+        self.headers: dict[tuple[object, int], str] = {}
+        self.origins: dict[str, str] = {}
+
+    def timestamp(self, ts_ns: int) -> str:
+        second = ts_ns // 10**9
+        if second != self.second:
+            self.second, self.second_text = second, _seconds(second)
+        return f"{self.second_text}.{ts_ns // 1000 % 10**6:06d}Z"
+
+    def header(self, value: object, most: int) -> str:
+        key = (value, most)
+        try:
+            return self.headers[key]
+        except KeyError:
+            text = self.headers[key] = _header_value(value, most)
+            return text
+        except TypeError:  # (not hashable: never, for what records hold)
+            return _header_value(value, most)
+
+    def format(self, ts: int, host: str, app: str, pid: object, severity: int, facility: int | None,
+               msg: str | bytes, fields: dict[str, Any] | None, origin: str, seq: int) -> bytes:
+        facility = facility if facility is not None and 0 <= facility <= 23 else 1
+        severity = severity if 0 <= severity <= 7 else 6
+        fields = fields or {}
+        quoted = self.origins.get(origin)
+        if quoted is None:
+            quoted = self.origins[origin] = _sd_value(origin)
+        ours = f'origin="{quoted}" seq="{seq}"'
+        sd = ""
+        if fields:
+            elements: dict[str, list[str]] = {}
+            extra = []
+            for key, value in fields.items():
+                if key == "msgid":
+                    continue
+                m = _SD_FIELD.fullmatch(key)
+                if m is not None:
+                    params = elements.setdefault(_sd_name(m[1]), [])
+                    if m[2] is not None:
+                        # a repeated PARAM-NAME was kept one value per line
+                        values: list[str] | list[bytes] | list[str | bytes] = (
+                            value if isinstance(value, list) else value.split("\n")
+                            if isinstance(value, str) else value.split(b"\n"))
+                        params += [f'{_sd_name(m[2])}="{_sd_value(v)}"' for v in values]
+                    continue
+                name = _sd_name(key)
+                # a field of several values (journald's) is a repeated PARAM-NAME, as RFC 5424 7.2.1 allows
+                extra += [f'{name}="{_sd_value(v)}"' for v in (value if isinstance(value, list) else [value])]
+            sd = "".join(f"[{sd_id}{''.join(' ' + p for p in params)}]" for sd_id, params in elements.items()
+                         if sd_id != SD_ID)
+            if extra:
+                ours += " " + " ".join(extra)
+        header = (f"<{facility * 8 + severity}>1 {self.timestamp(ts)} {self.header(host, 255)} "
+                  f"{self.header(app, 48)} {self.header(pid, 128)} "
+                  f"{self.header(fields.get('msgid'), 32)} {sd}[{SD_ID} {ours}]")
+        if isinstance(msg, bytes):
+            if not msg:
+                return header.encode()
+            body = msg
+        elif msg:
+            body = _BOM + (msg.encode() if msg.isascii() else msg.encode("utf-8", "surrogateescape"))
+        else:
+            return header.encode()
+        return header.encode() + b" " + body
 
 
 def format_record(record: Record) -> bytes:
     """One record as an RFC 5424 message (without the octet count)."""
-    facility = record.facility if record.facility is not None and 0 <= record.facility <= 23 else 1
-    severity = record.severity if 0 <= record.severity <= 7 else 6
-    fields = record.fields or {}
-    elements: dict[str, list[str]] = {}
-    ours = [f'origin="{_sd_value(record.origin)}"', f'seq="{record.seq}"']
-    for key, value in fields.items():
-        if key == "msgid":
-            continue
-        m = _SD_FIELD.fullmatch(key)
-        if m is not None:
-            params = elements.setdefault(_sd_name(m[1]), [])
-            if m[2] is not None:
-                # a repeated PARAM-NAME was kept one value per line
-                values: list[str] | list[bytes] | list[str | bytes] = (
-                    value if isinstance(value, list) else value.split("\n")
-                    if isinstance(value, str) else value.split(b"\n"))
-                params += [f'{_sd_name(m[2])}="{_sd_value(v)}"' for v in values]
-            continue
-        name = _sd_name(key)
-        # a field of several values (journald's) is a repeated PARAM-NAME, as RFC 5424 7.2.1 allows
-        ours += [f'{name}="{_sd_value(v)}"' for v in (value if isinstance(value, list) else [value])]
-    sd = "".join(f"[{sd_id}{''.join(' ' + p for p in params)}]" for sd_id, params in elements.items()
-                 if sd_id != SD_ID)
-    sd += f"[{SD_ID} {' '.join(ours)}]"
-    header = (f"<{facility * 8 + severity}>1 {_timestamp(record.ts)} {_header_value(record.host, 255)} "
-              f"{_header_value(record.app, 48)} {_header_value(record.pid, 128)} "
-              f"{_header_value(fields.get('msgid'), 32)} {sd}")
-    msg = record.msg
-    body = msg if isinstance(msg, bytes) else _BOM + msg.encode("utf-8", "surrogateescape") if msg else b""
-    return header.encode() + (b" " + body if body else b"")
+    return _Formatter().format(record.ts, record.host, record.app, record.pid, record.severity, record.facility,
+                               record.msg, record.fields, record.origin, record.seq)
+
+
+def format_batch(batch: Columns) -> bytes:
+    """Every record of a batch as RFC 5424 messages with octet counting, as
+    :func:`frame` of :func:`format_record` of each, without making the records."""
+    ts, host, _source, app, pid, severity, facility, msg, fields, origin, seq = batch.columns
+    fmt = _Formatter().format
+    return frame([fmt(*row) for row in zip(ts, host, app, pid, severity, facility, msg, fields, origin, seq)])
 
 
 def frame(messages: list[bytes]) -> bytes:
@@ -132,8 +190,7 @@ class SyslogOutput:
 
     async def send(self, chunk: Chunk) -> None:
         assert self.writer is not None
-        batch = decode_chunk(chunk)
-        self.writer.write(frame([format_record(r) for r in batch.records()]))
+        self.writer.write(format_batch(decode_chunk(chunk)))
         self._written.append(chunk.last)
 
     async def drain(self) -> None:

@@ -33,3 +33,28 @@ def test_forward_and_receiver_lines() -> None:
 def test_without_forwarding_nothing_is_added() -> None:
     text = format_status({"agent": {"version": "1"}, "apps": []})
     assert text.splitlines()[1:] == ["no apps"]
+
+
+def nats_input(**kw) -> dict:
+    return {"name": "js-in", "type": "nats", "server": "nats://n1:4222", "connected": True,
+            "stream": "HOSTLOG", "durable": "hostlog", "acked": 40, "records": 20000, "duplicates": 512,
+            "held_back": 0, "redeliveries": 0, "bad_messages": 0, "errors": 0, "awaiting_durability": 0,
+            "last_error": "", "consumer": {"pending": 3, "ack_pending": 1}, **kw}
+
+
+def test_a_line_per_nats_input() -> None:
+    text = format_status({
+        "agent": {"version": "1"}, "apps": [],
+        "inputs": [nats_input(),
+                   nats_input(name="js-2", connected=False, server=None, consumer=None, held_back=4,
+                              redeliveries=5, errors=7, awaiting_durability=2, bad_messages=1,
+                              last_error="connection: [Errno 111] Connection refused"),
+                   {"name": "other", "type": "something else"}]})
+    lines = text.splitlines()
+    assert lines[1] == ("source js-in (nats): connected to nats://n1:4222, stream HOSTLOG consumer hostlog, "
+                        "40 messages acked, 20000 records stored, 512 duplicates dropped, "
+                        "pending 3 (ack pending 1)")
+    assert lines[2] == ("source js-2 (nats): disconnected, stream HOSTLOG consumer hostlog, 40 messages acked, "
+                        "20000 records stored, 512 duplicates dropped, 2 awaiting durability, 4 held back, "
+                        "5 redeliveries, 1 bad messages, 7 errors (connection: [Errno 111] Connection refused)")
+    assert lines[3:] == ["no apps"]  # (an input of another type has no line of its own yet)
