@@ -58,7 +58,8 @@ async def handle(agent: WiredAgent, wiring: Wiring, command: str,
         from hostlog.agent.forwarding import status as forwarding_status
         return {"agent": agent_info(agent, wiring),
                 "apps": [a for a in apps if not wanted or a["name"] in wanted],
-                **forwarding_status(agent)}
+                **forwarding_status(agent),
+                **({"http": wiring.http.status()} if wiring.http is not None else {})}
     if command in ("start", "stop", "restart"):
         name = args.get("app")
         if not isinstance(name, str) or not name:

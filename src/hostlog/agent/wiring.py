@@ -1,4 +1,5 @@
-"""Supervised apps, the control socket and the metrics endpoint, wired into the agent.
+"""Supervised apps, the control socket, the metrics endpoint and the HTTP
+server, wired into the agent.
 
 The agent calls three functions and nothing else:
 
@@ -57,6 +58,7 @@ class WiredAgent(Protocol):
 class Wiring:
     supervisor: ProcessSupervisor
     control: ControlServer | None = None
+    http: Any = None  # hostlog.http.server.HttpServer, with [http]
     metrics: Any = None  # hostlog.agent.metrics.Metrics, while its endpoint serves
     acked_at_start: int = 0  # destinations' acked seq when the agent started
     reload_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
@@ -78,6 +80,8 @@ async def attach(agent: WiredAgent) -> None:
         wiring.control = control
     except (OSError, ControlError) as exc:
         log.error("control socket %s not available: %s", config.control.socket, exc)
+    if config.http is not None:
+        await _start_http(agent, wiring, config)
     await supervisor.start()
     if config.apps:
         log.info("supervising %d apps", len(config.apps))
@@ -89,6 +93,7 @@ async def detach(agent: WiredAgent) -> None:
     if wiring is None:
         return
     agent.wiring = None
+    await _stop_http(wiring)
     if wiring.control is not None:
         await wiring.control.stop()
     await wiring.supervisor.stop()
@@ -105,6 +110,10 @@ async def on_reload(agent: WiredAgent, new_config: Config) -> None:
         return
     if new_config.control != agent.config.control:
         log.warning("reload: [control] changes take effect at the next restart")
+    if (new_config.http, new_config.tls) != (agent.config.http, agent.config.tls):
+        await _stop_http(wiring)
+        if new_config.http is not None:
+            await _start_http(agent, wiring, new_config)
     changes = await wiring.supervisor.reload(new_config.apps)
     log.info("reload: apps added [%s], removed [%s], changed [%s]",
              *(", ".join(changes[k]) for k in ("added", "removed", "changed")))
@@ -112,6 +121,23 @@ async def on_reload(agent: WiredAgent, new_config: Config) -> None:
     for fut in waiters:
         if not fut.done():
             fut.set_result(changes)
+
+
+async def _start_http(agent: WiredAgent, wiring: Wiring, config: Config) -> None:
+    from hostlog.http.server import HttpServer
+    server = HttpServer(agent, config)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("http server not started: %s", exc)
+        return
+    wiring.http = server
+
+
+async def _stop_http(wiring: Wiring) -> None:
+    server, wiring.http = wiring.http, None
+    if server is not None:
+        await server.stop()
 
 
 def _start_metrics(agent: WiredAgent, wiring: Wiring, address: str) -> None:

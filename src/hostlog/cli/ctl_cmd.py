@@ -173,6 +173,12 @@ def format_status(result: dict[str, Any]) -> str:
              f"uptime {_duration(agent.get('uptime'))}  records in {agent.get('records_in', 0)} / "
              f"out {agent.get('records_out', 0)}  spool {_size(agent.get('spool_bytes'))}"]
     lines += _forward_lines(result)
+    http = result.get("http")
+    if http:
+        counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(http.items())
+                           if name != "listen" and isinstance(n, int))
+        lines.append(f"http {', '.join(http.get('listen', [])) or '(not listening)'}"
+                     + (f": {counts}" if counts else ""))
     apps = result.get("apps", [])
     if not apps:
         lines.append("no apps")

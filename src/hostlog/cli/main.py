@@ -20,10 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("-c", "--config", metavar="FILE",
                        help="config file (default: the built-in default)")
 
-    from hostlog.cli import ctl_cmd, query_cmd, tls_cmd
+    from hostlog.cli import ctl_cmd, key_cmd, logs_cmd, query_cmd, tls_cmd
     query_cmd.add_parser(sub)
+    logs_cmd.add_parser(sub)
     ctl_cmd.add_parser(sub)
     tls_cmd.add_parser(sub)
+    key_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tls":
             from hostlog.cli import tls_cmd
             return tls_cmd.run(args)
+        if args.command == "key":
+            from hostlog.cli import key_cmd
+            return key_cmd.run(args)
+        if args.command == "logs":
+            from hostlog.cli import logs_cmd
+            return logs_cmd.run(args)
         if args.command == "spool":
             from hostlog.cli import spool_cmd
             return spool_cmd.run(args)

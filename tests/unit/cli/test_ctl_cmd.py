@@ -58,3 +58,11 @@ def test_a_line_per_nats_input() -> None:
                         "20000 records stored, 512 duplicates dropped, 2 awaiting durability, 4 held back, "
                         "5 redeliveries, 1 bad messages, 7 errors (connection: [Errno 111] Connection refused)")
     assert lines[3:] == ["no apps"]  # (an input of another type has no line of its own yet)
+
+
+def test_a_line_for_the_http_server() -> None:
+    text = format_status({"agent": {"version": "1"}, "apps": [],
+                          "http": {"listen": ["http://127.0.0.1:19532", "unix:///run/hostlog/http.sock"],
+                                   "requests": 12, "unauthorized": 2}})
+    assert ("http http://127.0.0.1:19532, unix:///run/hostlog/http.sock: 12 requests, 2 unauthorized"
+            in text.splitlines())
