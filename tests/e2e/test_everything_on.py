@@ -8,9 +8,10 @@ exercised on purpose, a tailed file rotated by rename in the middle, a
 journal directory that gains a file in the middle (files written by
 systemd-journal-remote), a Fluent Forward client waiting for its acks, a
 supervised app printing numbered lines, metrics,
-the control socket, forwarding over mutual TLS to a central agent (a second
-real agent with a receiver), and a SIGHUP reload in the middle of the stream
-that adds an app and a file path.
+the control socket, the HTTP server with a live tail (server-sent events)
+following the whole stream, forwarding over mutual TLS to a central agent (a
+second real agent with a receiver), and a SIGHUP reload in the middle of the
+stream that adds an app and a file path.
 
 Every record carries a marker ``E2E:<stream>:<n>``. The test then checks
 that each stream arrived exactly once (no loss, no duplicate), that what the
@@ -18,13 +19,15 @@ rate limit dropped is exactly what its notices say it suppressed (and what
 ``hostlog_records_dropped_total`` counts), that ``hostlog_records_in_total``
 agrees with the spool source by source, and that the agent's log holds no
 error; and that the central node holds exactly what the agent's spool holds,
-by (origin, seq).
+by (origin, seq); and that the live tail was given every record the spool
+holds, once each, in spool order, or told which it missed.
 
 Every wait is bounded; every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -168,6 +171,9 @@ def config(tmp: Path, ports: dict[str, int], pki: dict[str, Path], *, reloaded: 
         [control]
         socket = "{tmp}/control.sock"
         metrics = "127.0.0.1:{ports['metrics']}"
+
+        [http]
+        listen = ["127.0.0.1:{ports['http']}"]
         """) + apps
 
 
@@ -344,6 +350,62 @@ class Senders:
             raise self.errors[0]
 
 
+class TailFollower:
+    """A live tail over server-sent events (``/api/v1/tail``), from the start
+    of the spool to the end of the test, in a thread: what it was given, in
+    order, and what it was told it missed."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+        self.rows: list[dict] = []  # the records, in the order given
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._conn: http.client.HTTPConnection | None = None
+        self._thread = threading.Thread(target=self._run, name="tail-follower", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            # n=100000: everything the spool holds first (the test starts on an empty spool)
+            conn.request("GET", "/api/v1/tail?n=100000",
+                         headers={"Authorization": f"Bearer {self.key}", "Accept": "text/event-stream"})
+            resp = conn.getresponse()
+            assert resp.status == 200, (resp.status, resp.read())
+            event = "message"
+            for raw in resp:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if event == "dropped":
+                        self.dropped += int(data["dropped"])
+                    else:
+                        self.rows.append(data)
+                elif not line:
+                    event = "message"
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            if self._conn is not None:  # not closed by stop()
+                self.error = exc
+        except AssertionError as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.sock is not None:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+
+    def markers(self) -> dict[str, Counter]:
+        out: dict[str, Counter] = {}
+        for r in self.rows:
+            m = MARKER.search(r["message"]) if isinstance(r.get("message"), str) else None
+            if m is not None:
+                out.setdefault(m.group(1), Counter())[int(m.group(2))] += 1
+        return out
+
+
 # -- the spool, read as a user reads it -----------------------------------------------------
 
 def markers(rows: list[dict]) -> dict[str, Counter]:
@@ -399,7 +461,7 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
     tmp = tmp_path
     ports = {"syslog": free_port(), "tls": free_port(), "limited": free_port(),
              "metrics": free_port(), "central": free_port(), "central_syslog": free_port(),
-             "fluent": free_port()}
+             "fluent": free_port(), "http": free_port()}
     pki = make_test_pki(tmp / "pki")
     (tmp / "app.py").write_text(APP_SCRIPT)
     (tmp / "logs").mkdir()
@@ -415,7 +477,10 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
     agent = AgentProcess(tmp, config(tmp, ports, pki, reloaded=False))
     agent.start()
     stopped = False
+    follower: TailFollower | None = None
     try:
+        made = agent.hostlog("key", "create", "e2e-reader", "--scope", "read", "-c", str(agent.config))
+        follower = TailFollower(ports["http"], made.stdout.decode().strip().splitlines()[-1])
         senders = Senders()
         port = str(ports["syslog"])
 
@@ -566,6 +631,28 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         elif markers(held_at_central) != markers(edge_rows):
             problems.append("the central's records differ from the agent's")
 
+        # -- the live tail was given what the spool holds (audit records aside), in order
+        assert follower is not None
+        tail_expected = [r["__CURSOR"] for r in edge_rows if r["_HOSTLOG_SOURCE"] != "audit"]
+        try:
+            wait_for(lambda: len(follower.rows) + follower.dropped >= len(tail_expected), timeout=20,
+                     interval=0.2, what="the live tail to catch up")
+        except AssertionError:
+            pass  # said below
+        follower.stop()
+        tail_ids = [r["cursor"] for r in follower.rows]
+        if follower.error is not None:
+            problems.append(f"the live tail failed: {follower.error!r}")
+        elif follower.dropped == 0 and tail_ids != tail_expected:
+            problems.append(f"the live tail gave {len(tail_ids)} records ({len(set(tail_ids))} distinct), "
+                            f"the spool holds {len(tail_expected)}:\n" + report(follower.markers()))
+        elif follower.dropped and (len(set(tail_ids)) != len(tail_ids) or not set(tail_ids) <= set(tail_expected)
+                                   or tail_ids != sorted(tail_ids, key={c: i for i, c in
+                                                                        enumerate(tail_expected)}.__getitem__)
+                                   or len(tail_ids) + follower.dropped != len(tail_expected)):
+            problems.append(f"the live tail gave {len(tail_ids)} records and said it missed "
+                            f"{follower.dropped}, of {len(tail_expected)}")
+
         code = agent.stop()
         stopped = True
         if code != 0:
@@ -576,6 +663,8 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         if bad:
             problems.append("the central's log:\n" + "\n".join(bad[:20]))
     finally:
+        if follower is not None:
+            follower.stop()
         if not stopped:
             agent.stop(signal.SIGKILL)
         if central.proc is not None and central.proc.poll() is None:
