@@ -29,11 +29,13 @@ class ServedSpool:
     free loopback port (and a unix socket under ``directory``)."""
 
     def __init__(self, directory: Path, extra_config: str = "", unix: bool = True,
-                 modules: list[Any] | None = None, unix_path: Path | None = None) -> None:
+                 modules: list[Any] | None = None, unix_path: Path | None = None,
+                 scheme: str = "http") -> None:
         self.directory = directory
         self.port = free_port()
         self.unix_path = unix_path or directory / "http.sock"
-        listen = [f'"127.0.0.1:{self.port}"'] + ([f'"unix://{self.unix_path}"'] if unix else [])
+        self.scheme = scheme
+        listen = [f'"{scheme}://127.0.0.1:{self.port}"'] + ([f'"unix://{self.unix_path}"'] if unix else [])
         self.config = parse_config(f'[agent]\nstate_dir = "{directory}"\nhostname = "test-host"\n'
                                    f'[http]\nlisten = [{", ".join(listen)}]\n{extra_config}')
         self.harness = SpoolHarness(directory)
@@ -42,7 +44,7 @@ class ServedSpool:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> ServedSpool:
         context = self.harness.open()

@@ -8,6 +8,7 @@ import base64
 import os
 import shutil
 import subprocess
+import ssl
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from aiohttp import web
 from hostlog.http.keys import KeyStore, keys_path
 from hostlog.http.server import CTX, PRINCIPAL, HttpContext, Route, note_records
 from tests.support.http import ServedSpool
+from tests.support.pki import make_test_pki
 
 
 async def _whoami(request: web.Request) -> web.Response:
@@ -161,3 +163,29 @@ def test_the_unix_socket_admits_by_peer_credentials(tmp_path: Path) -> None:
         shutil.rmtree(public, ignore_errors=True)
     assert mine == "HTTP/1.1 200 OK"
     assert theirs.startswith("HTTP/1.1 403"), theirs
+
+
+def test_https_with_the_tls_certificates_and_client_certificates_when_asked(tmp_path: Path) -> None:
+    pki = make_test_pki(tmp_path / "pki")
+    tls = (f'[tls]\nca = "{pki["ca"]}"\ncert = "{pki["server"]}"\nkey = "{pki["server_key"]}"\n'
+           "require_client_cert = true\n")
+
+    async def main() -> None:
+        async with ServedSpool(tmp_path / "agent", extra_config=tls, unix=False, modules=[MODULE],
+                               scheme="https") as served:
+            secret = KeyStore(keys_path(tmp_path / "agent")).create("ops", ["read"])
+            auth = {"Authorization": "Bearer " + secret}
+            with_cert = ssl.create_default_context(cafile=str(pki["ca"]))
+            with_cert.load_cert_chain(pki["client"], pki["client_key"])
+            status, body, _ = await _get(served.url + "/whoami", headers=auth, ssl=with_cert)
+            assert status == 200 and '"ops"' in body
+            # no client certificate: refused in the handshake, before any request is read
+            without = ssl.create_default_context(cafile=str(pki["ca"]))
+            with pytest.raises(aiohttp.ClientError):
+                await _get(served.url + "/whoami", headers=auth, ssl=without)
+            # plain HTTP to the TLS port: no answer served
+            with pytest.raises(aiohttp.ClientError):
+                await _get(served.url.replace("https://", "http://") + "/whoami", headers=auth)
+
+    (tmp_path / "agent").mkdir()
+    run(main())
