@@ -7,8 +7,8 @@ import asyncio
 import base64
 import os
 import shutil
-import subprocess
 import ssl
+import subprocess
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
