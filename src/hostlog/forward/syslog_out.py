@@ -6,7 +6,9 @@ The format (:func:`format_record`, pure) keeps what a record carries:
 * PRI from facility (user, 1, when there is none) and severity; TIMESTAMP in
   UTC with microseconds; HOSTNAME, APP-NAME, PROCID; MSGID from the
   ``msgid`` field (what the syslog collector keeps of one); each value cut to
-  its RFC 5424 length and to printable US-ASCII, ``-`` when empty.
+  its RFC 5424 length and to printable US-ASCII, ``-`` when empty. A msgid
+  MSGID cannot carry as it is (``-``, its NILVALUE; too long; other
+  characters) goes whole into hostlog's SD element as ``msgid``.
 * STRUCTURED-DATA: the fields a syslog source parsed from SD
   (``sd.ID.PARAM``) as the elements they came from; every other field, and
   the record's identity (origin, seq), in one element
@@ -132,9 +134,16 @@ class _Formatter:
                          if sd_id != SD_ID)
             if extra:
                 ours += " " + " ".join(extra)
+        msgid = fields.get("msgid")
+        msgid_text = self.header(msgid, 32)
+        if msgid is not None and msgid_text != msgid:
+            # "-" (the NILVALUE), too long or not PRINTUSASCII: MSGID cannot carry it as it is;
+            # our SD element does, whole, and MSGID says nothing
+            ours += f' msgid="{_sd_value(msgid)}"'
+            msgid_text = "-"
         header = (f"<{facility * 8 + severity}>1 {self.timestamp(ts)} {self.header(host, 255)} "
                   f"{self.header(app, 48)} {self.header(pid, 128)} "
-                  f"{self.header(fields.get('msgid'), 32)} {sd}[{SD_ID} {ours}]")
+                  f"{msgid_text} {sd}[{SD_ID} {ours}]")
         if isinstance(msg, bytes):
             if not msg:
                 return header.encode()
