@@ -32,6 +32,7 @@ from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
 from hostlog.record import Columns
+from hostlog.rules.sink import RulesSink
 from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
@@ -71,6 +72,7 @@ class Agent:
         self.metrics: Metrics | None = None  # with [control] metrics
         self.wiring: wire.Wiring | None = None  # apps, control socket, metrics endpoint
         self.forwarding: forwarding.Forwarding | None = None  # [[forward]] and [receiver]
+        self.rules: RulesSink | None = None  # [[rule]]: between the counting sink and the writer
         # errors caught at the collectors' edges and by the event loop; a
         # fatal one (the spool writer did not take a batch) stops the agent
         self.errors = ErrorCounts(on_fatal=self._fatal)
@@ -171,10 +173,13 @@ class Agent:
                                   on_failure=self.request_stop)
         self.writer.start()
         # The one sink every collector is given, for as long as it runs:
-        # errors guarded outermost, then the metrics count, then the writer.
+        # errors guarded outermost, then the metrics count, then the rules,
+        # then the writer (records in = records stored + records the rules dropped).
         self.metrics = make_metrics(config)
-        inner: Any = self.writer
+        self.rules = RulesSink(self.writer, config.rules, self.errors, spool_dir=spool_dir)
+        inner: Any = self.rules
         if self.metrics is not None:
+            self.metrics.rule_dropped = self.rules.dropped
             inner = CountingSink(inner, self.metrics)
         self.context = CollectorContext(hostname=config.agent.hostname,
                                         sink=GuardedSink(inner, self.errors),
@@ -212,6 +217,8 @@ class Agent:
                 return
         if new.spool != self.config.spool or new.agent != self.config.agent:
             log.warning("reload: [agent] and [spool] changes take effect at the next restart")
+        if self.rules is not None and new.rules != self.config.rules:
+            self.rules.use(new.rules)  # from the next batch on: each batch meets one set of rules
         await wire.on_reload(self, new)
         await forwarding.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}

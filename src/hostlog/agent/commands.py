@@ -56,9 +56,11 @@ async def handle(agent: WiredAgent, wiring: Wiring, command: str,
         if unknown:
             raise ControlError(f"no such app: {', '.join(unknown)}")
         from hostlog.agent.forwarding import status as forwarding_status
+        from hostlog.rules.sink import rules_status
         return {"agent": agent_info(agent, wiring),
                 "apps": [a for a in apps if not wanted or a["name"] in wanted],
                 **forwarding_status(agent),
+                "rules": rules_status(agent),
                 **({"http": wiring.http.status()} if wiring.http is not None else {})}
     if command in ("start", "stop", "restart"):
         name = args.get("app")

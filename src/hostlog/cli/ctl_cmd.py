@@ -173,6 +173,8 @@ def format_status(result: dict[str, Any]) -> str:
              f"uptime {_duration(agent.get('uptime'))}  records in {agent.get('records_in', 0)} / "
              f"out {agent.get('records_out', 0)}  spool {_size(agent.get('spool_bytes'))}"]
     lines += _forward_lines(result)
+    from hostlog.cli.rules_cmd import status_lines
+    lines += status_lines(result.get("rules", []))
     http = result.get("http")
     if http:
         counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(http.items())

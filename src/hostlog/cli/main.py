@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_cmd.add_parser(sub)
     tls_cmd.add_parser(sub)
     key_cmd.add_parser(sub)
+    from hostlog.cli import rules_cmd
+    rules_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "logs":
             from hostlog.cli import logs_cmd
             return logs_cmd.run(args)
+        if args.command == "rules":
+            return int(args.run_rules(args))
         if args.command == "spool":
             from hostlog.cli import spool_cmd
             return spool_cmd.run(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import Annotated, Any, Literal
 
@@ -67,12 +68,25 @@ class App(_Section):
     """Start with the agent; otherwise only by ``hostlog ctl start``."""
     max_line: LineSize = 64 * 1024
     """Longer output lines are split and marked."""
+    multiline_start: str | None = None
+    """A regex; an output line that does not match it is joined to the record before it
+    (a stack trace is one record), as for files. None: every line is a record."""
 
     @field_validator("command")
     @classmethod
     def _command(cls, value: list[str]) -> list[str]:
         if not value[0]:
             raise ValueError("command[0] (the program) must not be empty")
+        return value
+
+    @field_validator("multiline_start")
+    @classmethod
+    def _multiline(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
         return value
 
     @field_validator("env")

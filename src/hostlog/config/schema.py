@@ -29,6 +29,7 @@ from hostlog.config.fields import (
     _Section,
     _url,
 )
+from hostlog.config.rules import Rule
 from hostlog.config.sources import FluentSource, RateLimit, Source, SyslogSource
 from hostlog.config.units import format_size
 from hostlog.paths import default_state_dir
@@ -332,6 +333,8 @@ class Config(_Section):
     """``[[app]]`` entries."""
     forwards: Annotated[list[Forward], _array_of_tables("forward")] = Field(default_factory=list, alias="forward")
     """``[[forward]]`` entries."""
+    rules: Annotated[list[Rule], _array_of_tables("rule")] = Field(default_factory=list, alias="rule")
+    """``[[rule]]`` entries, applied in file order to every batch on its way to the spool."""
     receiver: Receiver | None = None
     """``[receiver]``; None: this agent accepts nothing from peers."""
     tls: Tls | None = None
@@ -366,6 +369,13 @@ class Config(_Section):
         problems += _duplicates("source", [s.name for s in self.sources], generated)
         problems += _duplicates("app", [a.name for a in self.apps])
         problems += _duplicates("forward", [f.name for f in self.forwards])
+        problems += _duplicates("rule", [r.name for r in self.rules])
+        destinations = {f.name for f in self.forwards}
+        for i, rule in enumerate(self.rules):
+            for j, name in enumerate(rule.to or ()):
+                if name not in destinations:
+                    known = ", ".join(sorted(destinations)) or "none is configured"
+                    problems.append((("rule", i, "to", j), f"no [[forward]] named {name!r} ({known})"))
         # A tls:// listener needs a certificate; a tls:// target can do with the system CAs.
         has_cert = self.tls is not None and self.tls.cert is not None
         for i, source in enumerate(self.sources):

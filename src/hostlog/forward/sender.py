@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from hostlog.config.endpoints import Endpoint
-from hostlog.errors import PeerRefusedError, ProtocolError, RemoteProtocolError
+from hostlog.errors import ChunkError, FrameError, PeerRefusedError, ProtocolError, RemoteProtocolError
 from hostlog.forward.output import Identity, Output, Refused
 from hostlog.forward.protocol import Chunk
+from hostlog.spool.frame import decompress_chunk
 from hostlog.spool.reader import SpoolReader
 from hostlog.spool.segment import Damage
 from hostlog.spool.state import read_json, write_json
@@ -127,16 +128,24 @@ class Sent:
 
 class ChunkSource:
     """The spool's frames after a seq, as protocol chunks. Its own reader:
-    the writer's thread appends while this reads (segments are append-only)."""
+    the writer's thread appends while this reads (segments are append-only).
 
-    def __init__(self, reader: SpoolReader, origin: str) -> None:
+    With a ``destination`` (a ``[[forward]]`` name), records that rules
+    routed elsewhere are left out (hostlog.rules.route): a chunk holding a
+    routed record is decoded and sent without the records not for it; one
+    with none for it is not sent (its seqs count as sent)."""
+
+    def __init__(self, reader: SpoolReader, origin: str, destination: str | None = None) -> None:
         self.reader = reader
         self.origin = origin
+        self.destination = destination
         # the link reads on a thread; status (the control socket, a metrics
         # scrape's thread) asks too, and a SpoolReader is one reader's state
         self.lock = threading.Lock()
         self.damaged_records = 0  # frames that did not authenticate: skipped
         self.missing_records = 0  # deleted by retention (drop_oldest) before they were sent
+        self.routed_away = 0  # records rules routed to other destinations: not sent here
+        self.routing = False  # the spool may hold routed records (seen once, kept)
 
     def read(self, after: int, upto: int, *, max_frames: int,
              max_bytes: int) -> tuple[list[tuple[Chunk, int]], int]:
@@ -168,11 +177,44 @@ class ChunkSource:
                     self.damaged_records += entry.count
                     log.error("forward: skipping a damaged frame: %s", data)
                     continue
-                chunks.append((Chunk(self.origin, entry.first_seq, entry.count, entry.chunk_len, data),
-                               entry.ts_min))
-                size += len(data)
+                chunk = Chunk(self.origin, entry.first_seq, entry.count, entry.chunk_len, data)
+                if self.destination is not None and self._may_route():
+                    routed = self._routed(chunk)
+                    if routed is None:
+                        continue  # nothing in it for this destination
+                    chunk = routed
+                chunks.append((chunk, entry.ts_min))
+                size += len(chunk.data)
         self.reader.damage.clear()  # (reported above, per frame)
         return chunks, reached
+
+    def _may_route(self) -> bool:
+        """Whether the spool may hold routed records (its agent has routed)."""
+        if not self.routing:
+            from hostlog.rules.route import routing_marker
+            self.routing = routing_marker(self.reader.directory).exists()
+        return self.routing
+
+    def _routed(self, chunk: Chunk) -> Chunk | None:
+        """The chunk as this destination is sent it (None: nothing of it)."""
+        from hostlog.rules.route import for_destination, may_be_routed
+        assert self.destination is not None
+        try:
+            raw = decompress_chunk(chunk.data, chunk.chunk_len)
+            if not may_be_routed(raw):
+                return chunk
+            routed = for_destination(raw, self.destination)
+        except (FrameError, ChunkError) as exc:  # (it authenticated: a bug, or a chunk of a newer layout)
+            self.damaged_records += chunk.count
+            log.error("forward: skipping a frame whose records cannot be routed (seq %d..%d): %s",
+                      chunk.first, chunk.last, exc)
+            return None
+        if routed is None:
+            self.routed_away += chunk.count
+            return None
+        data, chunk_len, count = routed
+        self.routed_away += chunk.count - count
+        return Chunk(self.origin, chunk.last - count + 1, count, chunk_len, data)
 
     def oldest_after(self, seq: int) -> int | None:
         """The earliest timestamp (ns) of the first frame after ``seq``."""
@@ -441,7 +483,9 @@ def build_destination(forward: Any, *, cursors: Path, source: Callable[[], Chunk
     output = output_factory(forward, Identity(identity.agent, identity.host, forward.token), ssl_context)
     dest = Destination(forward.name, _mode(forward), forward.min_acks)
     for stem, group in _links(forward):
-        dest.links.append(Link(stem, group, Cursor(cursors / f"{stem}.json"), source(), output,
+        chunks = source()
+        chunks.destination = forward.name  # records routed elsewhere are left out
+        dest.links.append(Link(stem, group, Cursor(cursors / f"{stem}.json"), chunks, output,
                                durable=durable, window=forward.window, report=report))
     return dest
 

@@ -66,3 +66,14 @@ def test_a_line_for_the_http_server() -> None:
                                    "requests": 12, "unauthorized": 2}})
     assert ("http http://127.0.0.1:19532, unix:///run/hostlog/http.sock: 12 requests, 2 unauthorized"
             in text.splitlines())
+
+
+def test_a_line_per_rule() -> None:
+    text = format_status({"agent": {"version": "1"}, "apps": [],
+                          "rules": [{"name": "no-debug", "matched": 10, "dropped": 10},
+                                    {"name": "health", "matched": 100, "sampled_out": 99, "removed": True},
+                                    {"name": "api", "matched": 5, "parsed": 4, "parse_errors": 1}]})
+    lines = text.splitlines()
+    assert "rule no-debug: matched 10, dropped 10" in lines
+    assert "rule health: matched 100, dropped 99 (removed by a reload)" in lines
+    assert "rule api: matched 5, dropped 0, 4 parsed, 1 parse errors" in lines

@@ -10,6 +10,7 @@ import pytest
 
 import hostlog.config as config_module
 from hostlog.config import App, Endpoint, FileSource, JournaldSource, SyslogSource, parse_config
+from hostlog.config.rules import Rule
 from tests.support.config import SYSLOG, GiB, KiB, MiB, only_problem
 
 # The example of DESIGN.md ("Configuration (TOML)"), verbatim.
@@ -240,12 +241,13 @@ def test_docs_list_every_key() -> None:
         config_module.Tls,
         config_module.Control,
         config_module.Http,
+        Rule,
     ]
     for model in models:
         for name, field in model.model_fields.items():
             if name != "type":
                 assert f"| `{field.alias or name}` |" in doc, f"{model.__name__}.{name} is not in docs/config.md"
-    for section in ("agent", "spool", "source", "app", "forward", "receiver", "tls", "control", "http"):
+    for section in ("agent", "spool", "source", "app", "forward", "rule", "receiver", "tls", "control", "http"):
         assert f"`[{section}]`" in doc or f"`[[{section}]]`" in doc
 
 

@@ -219,8 +219,8 @@ def event_time_ns(value: object, now_ns: Callable[[], int] = time.time_ns) -> in
         # split before scaling: seconds * 1e9 as a float would lose the
         # nanoseconds; truncated as fluent-logger makes its EventTime
         seconds = int(value)
-        ns = seconds * 1_000_000_000 + int((value - seconds) * 1e9)
-        return ns or now_ns()  # under a nanosecond after the epoch: time 0, which means "now"
+        total = seconds * 1_000_000_000 + int((value - seconds) * 1e9)
+        return total or now_ns()  # under a nanosecond after the epoch: time 0, which means "now"
     if value is None:
         return now_ns()
     if kind is msgpack.Timestamp:

@@ -39,9 +39,10 @@ Theory of operation:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Captured", "Line", "LineCapture", "decode_lines", "parse_priority", "LINE_MAX",
-           "TIMEOUT", "EOF"]
+__all__ = ["Captured", "Line", "LineCapture", "Multiline", "concat", "decode_lines", "parse_priority",
+           "LINE_MAX", "TIMEOUT", "EOF"]
 
 #: ``line_break`` marks, as journald names them in ``_LINE_BREAK``.
 LINE_MAX = "line-max"
@@ -267,3 +268,73 @@ def decode_lines(lines: list[bytes]) -> list[str | bytes]:
         return b"\n".join(lines).decode("utf-8").split("\n")  # type: ignore[return-value]
     except UnicodeDecodeError:
         return list(map(_text, lines))
+
+
+class Multiline:
+    """``multiline_start`` for one stream: captured lines joined into
+    records, a line that does not match the pattern going with the record
+    before it (a stack trace is one record). Sans-IO, like LineCapture.
+
+    The joining is the file collector's (:class:`hostlog.collectors.files.lines.LineFramer`
+    with ``multiline_start``, fed the captured lines): the same rule, the
+    same ``max_line`` bound on a record (at that size it is handed out,
+    marked ``line-max``, and the next line opens a new record), the same
+    trailing CR taken off a line. A record takes the severity of its first
+    line (its ``<N>`` prefix, or the stream's), and the line break of its
+    last. The open record is held until the next start line or
+    :meth:`flush` (a quiet stream, its end).
+    """
+
+    def __init__(self, pattern: str, *, max_line: int) -> None:
+        import re
+
+        from hostlog.collectors.files.lines import LineFramer
+        self._framer = LineFramer(max_line=max_line, multiline_start=re.compile(pattern.encode("utf-8")))
+        # (severity, line_break) of each line fed and not yet handed out, oldest first
+        self._held: list[tuple[int, str | None]] = []
+
+    @property
+    def pending(self) -> bool:
+        """Lines are held (an open record waits for its end)."""
+        return bool(self._held)
+
+    def take(self, lines: Captured) -> Captured:
+        """Join these lines to what is held; returns the records completed."""
+        if not lines.msgs:
+            return Captured()
+        get = lines.breaks.get
+        self._held += [(s, get(i)) for i, s in enumerate(lines.severities)]
+        data = b"\n".join(m.encode("utf-8", "surrogateescape") if isinstance(m, str) else m
+                          for m in lines.msgs) + b"\n"
+        return self._records(self._framer.feed(data))
+
+    def flush(self) -> Captured:
+        """Hand out the open record."""
+        return self._records(self._framer.flush())
+
+    def _records(self, framed: Any) -> Captured:
+        from hostlog.collectors.files.lines import MARK_TRUNCATED
+        out = Captured()
+        held = self._held
+        used = 0
+        for k, message in enumerate(framed.messages):
+            count = message.count(b"\n") + 1
+            first, last = held[used], held[used + count - 1]
+            used += count
+            brk = LINE_MAX if framed.marks.get(k) == MARK_TRUNCATED else last[1]
+            out.append(_text(message), first[0], brk)
+        del held[:used]
+        return out
+
+
+def concat(a: Captured, b: Captured) -> Captured:
+    """The lines of ``a``, then those of ``b``."""
+    if not b.msgs:
+        return a
+    if not a.msgs:
+        return b
+    offset = len(a.msgs)
+    a.breaks.update({offset + i: brk for i, brk in b.breaks.items()})
+    a.msgs += b.msgs
+    a.severities += b.severities
+    return a

@@ -31,7 +31,7 @@ from typing import Any
 
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process.child import Child
-from hostlog.collectors.process.lines import EOF, LINE_MAX, TIMEOUT, Captured, LineCapture
+from hostlog.collectors.process.lines import EOF, LINE_MAX, TIMEOUT, Captured, LineCapture, Multiline, concat
 from hostlog.config import App
 from hostlog.errors import SinkError
 from hostlog.record import COLUMNS, Columns
@@ -62,10 +62,12 @@ HANDOFF_ROWS = 8192
 class Stream:
     """One pipe of one run of an app, as :class:`Pipes` reads it."""
 
-    __slots__ = ("app", "pid", "child", "fd", "capture", "fields", "marked", "done", "quiet")
+    __slots__ = ("app", "pid", "child", "fd", "capture", "multiline", "fields", "marked", "done", "quiet")
 
-    def __init__(self, app: str, child: Child, fd: int, name: str, capture: LineCapture) -> None:
+    def __init__(self, app: str, child: Child, fd: int, name: str, capture: LineCapture,
+                 multiline: Multiline | None = None) -> None:
         self.app, self.pid, self.child, self.fd, self.capture = app, child.pid, child, fd, capture
+        self.multiline = multiline  # the app's multiline_start: lines joined into records
         # Shared by the rows of this stream (Columns rows are read-only): no dict per line.
         self.fields = {"stream": name}
         self.marked = {brk: {"stream": name, "line_break": brk} for brk in (LINE_MAX, TIMEOUT, EOF)}
@@ -100,8 +102,9 @@ class Pipes:
     # -- streams -----------------------------------------------------------------
     def open(self, app: App, child: Child, fd: int, name: str, severity: int) -> asyncio.Future[None]:
         """Read ``fd`` until its end; the future is done once it is closed."""
-        s = Stream(app.name, child, fd, name, LineCapture(max_line=app.max_line,
-                                                           default_severity=severity))
+        multiline = Multiline(app.multiline_start, max_line=app.max_line) if app.multiline_start else None
+        s = Stream(app.name, child, fd, name, LineCapture(max_line=app.max_line, default_severity=severity),
+                   multiline)
         if self._epoll is None:
             self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
@@ -207,21 +210,34 @@ class Pipes:
         if not data:
             self._end(s)
             return 0
-        self._add(s, s.capture.take(data), len(data))
+        lines = s.capture.take(data)
+        if s.multiline is not None:
+            lines = s.multiline.take(lines)
+        self._add(s, lines, len(data))
         if s.quiet is not None:
             s.quiet.cancel()
             s.quiet = None
-        if s.capture.pending:  # a partial line waits for its LF, up to partial_timeout
+        # a partial line waits for its LF, an open multiline record for its
+        # next start line: up to partial_timeout of quiet
+        if s.capture.pending or (s.multiline is not None and s.multiline.pending):
             s.quiet = asyncio.get_running_loop().call_later(self.partial_timeout, self._quiet, s)
         return len(data)
 
     def _flush_partial(self, s: Stream) -> None:
-        self._add(s, s.capture.take_flush(TIMEOUT), 0)
+        self._add(s, self._flushed(s, TIMEOUT), 0)
+
+    @staticmethod
+    def _flushed(s: Stream, reason: str) -> Captured:
+        """The partial line, marked ``reason``; with multiline, the open record too."""
+        lines = s.capture.take_flush(reason)
+        if s.multiline is None:
+            return lines
+        return concat(s.multiline.take(lines), s.multiline.flush())
 
     def _end(self, s: Stream) -> None:
         """End of the stream: its partial line, then everything pending, to the sink."""
         try:
-            self._add(s, s.capture.take_flush(EOF), 0)
+            self._add(s, self._flushed(s, EOF), 0)
             self.handoff()
         finally:
             self._close(s)
