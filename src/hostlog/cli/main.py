@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("-c", "--config", metavar="FILE",
                        help="config file (default: the built-in default)")
 
-    from hostlog.cli import ctl_cmd, key_cmd, logs_cmd, query_cmd, tls_cmd
+    from hostlog.cli import ctl_cmd, key_cmd, logs_cmd, query_cmd, stats_cmd, tls_cmd
     query_cmd.add_parser(sub)
+    stats_cmd.add_parser(sub)
     logs_cmd.add_parser(sub)
     ctl_cmd.add_parser(sub)
     tls_cmd.add_parser(sub)
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "query":
             from hostlog.cli import query_cmd
             return query_cmd.run(args)
+        if args.command == "stats":
+            return args.run_stats(args)
         if args.command == "ctl":
             from hostlog.cli import ctl_cmd
             return ctl_cmd.run(args)

@@ -21,6 +21,27 @@ DEFAULT_LESS = "FRSXMK"  # journalctl's: quit at one screen, raw colours, chop l
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("query", help="read the spool, like journalctl",
                        description="Show records from the spool, oldest first (like journalctl).")
+    add_selection_options(p)
+    p.add_argument("-n", "--lines", nargs="?", type=_lines, const=10, default=None, metavar="N",
+                   help="the last N records (10 if N is left out, 'all' for no limit)")
+    p.add_argument("-r", "--reverse", action="store_true", help="newest first")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    p.add_argument("-o", "--output", default="short", choices=OUTPUT_MODES, metavar="MODE",
+                   help=", ".join(OUTPUT_MODES))
+    p.add_argument("--output-fields", metavar="LIST", help="fields to show (json, verbose, export)")
+    p.add_argument("-F", "--field", metavar="NAME", help="the distinct values of a field")
+    p.add_argument("--list-apps", action="store_true", help="the apps in the spool")
+    p.add_argument("--list-hosts", action="store_true", help="the hosts in the spool")
+    p.add_argument("--disk-usage", action="store_true", help="bytes the spool takes on disk")
+    p.add_argument("--all", "-a", dest="all_fields", action="store_true",
+                   help="show long and binary fields in full")
+    p.add_argument("--no-pager", action="store_true", help="never start a pager")
+    p.add_argument("-q", "--quiet", action="store_true", help="no informational messages")
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    """The options that say which records (and which spool): `hostlog query`
+    and `hostlog stats` share them, and build_query() reads them."""
     add_spool_location(p)
     p.add_argument("matches", nargs="*", metavar="FIELD=VALUE",
                    help="field matches; the same field twice is OR, different fields AND, '+' OR")
@@ -39,22 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--host", action="append", default=[], help="records of this host")
     p.add_argument("--source", action="append", default=[],
                    help="records of this source (syslog, journald, file, process, ...)")
-    p.add_argument("-n", "--lines", nargs="?", type=_lines, const=10, default=None, metavar="N",
-                   help="the last N records (10 if N is left out, 'all' for no limit)")
-    p.add_argument("-r", "--reverse", action="store_true", help="newest first")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
-    p.add_argument("-o", "--output", default="short", choices=OUTPUT_MODES, metavar="MODE",
-                   help=", ".join(OUTPUT_MODES))
-    p.add_argument("--output-fields", metavar="LIST", help="fields to show (json, verbose, export)")
-    p.add_argument("-F", "--field", metavar="NAME", help="the distinct values of a field")
-    p.add_argument("--list-apps", action="store_true", help="the apps in the spool")
-    p.add_argument("--list-hosts", action="store_true", help="the hosts in the spool")
-    p.add_argument("--disk-usage", action="store_true", help="bytes the spool takes on disk")
     p.add_argument("--utc", action="store_true", help="times in UTC")
-    p.add_argument("--all", "-a", dest="all_fields", action="store_true",
-                   help="show long and binary fields in full")
-    p.add_argument("--no-pager", action="store_true", help="never start a pager")
-    p.add_argument("-q", "--quiet", action="store_true", help="no informational messages")
     # `-S -1h`, `-U -5min`: journalctl takes a relative time after an option
     # as its value; argparse would take anything starting with "-" for an
     # option unless it looks like a negative number, so make "-<digit>..." one.

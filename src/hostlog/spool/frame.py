@@ -5,12 +5,15 @@ Layout (all integers little-endian; docs/format.md has the full description):
     segment = SegmentHeader  Frame*  [Footer]
     frame   = FrameHeader  AES-256-GCM(key, nonce, LZ4(chunk), aad)
     aad     = FrameHeader bytes || segment salt || u64 frame offset
+    footer  = [counts block  counts trailer]  index  footer trailer
 
 The header is authenticated as associated data, and so are the segment's salt
 and the frame's offset in it: a frame copied into another segment, or moved
 within its own, fails authentication. The per-segment key (HKDF over the salt)
 already differs between segments; binding the salt and offset explicitly keeps
-that property even if key derivation changes.
+that property even if key derivation changes. The counts block (per-frame
+counts for ``hostlog stats``) is encrypted with the same key and bound the
+same way, to the index it sits before as well.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from hostlog.errors import FrameAuthError, FrameError, FrameHeaderError, FramePa
 __all__ = [
     "FRAME_HEADER_SIZE", "FrameAuthError", "FrameError", "FrameHeader", "FrameHeaderError",
     "FramePayloadError", "IndexEntry", "SegmentHeader", "decompress_chunk", "decrypt_frame",
-    "footer_index", "footer_trailer", "open_frame", "pack_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
+    "COUNTS_TRAILER_SIZE", "Footer", "counts_length", "footer_index", "footer_trailer", "open_counts",
+    "open_frame", "pack_footer", "parse_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
 ]
 
 FORMAT_VERSION = 1
@@ -247,14 +251,79 @@ class IndexEntry(NamedTuple):
 
 _INDEX_FIELDS = len(IndexEntry._fields)
 
+# --- the counts block (before the index of a footer written by this version) ---
+COUNTS_MAGIC = b"HLCOUNTS"
+# length of the block (nonce + ciphertext + tag), CRC32 of the block and that length, magic
+_COUNTS_TRAILER = struct.Struct("<II8s")
+COUNTS_TRAILER_SIZE = _COUNTS_TRAILER.size
+#: The first byte of an index that a counts block precedes: msgpack's array 32
+#: header, which msgpack itself uses only past 65,535 rows (docs/format.md).
+_MARKED_INDEX = 0xDD
+_ARRAY16_MAX = 0xFFFF
 
-def pack_footer(entries: list[IndexEntry], sealed_ns: int) -> bytes:
-    index = msgpack.packb([[e.offset, e.first_seq, e.count, e.ts_min, e.ts_max,
-                            e.severity_mask, e.app_bloom, e.size, e.chunk_len] for e in entries])
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """A footer as found at the end of a segment."""
+
+    entries: list[IndexEntry]
+    sealed_ns: int
+    size: int  # bytes from the end of the last frame to the end of the file
+    counts: bytes | None  # the counts block, still encrypted (None: the footer has none)
+    index_crc: int  # the footer's CRC32: what the counts block is bound to
+
+
+def _index_bytes(entries: list[IndexEntry], *, marked: bool) -> bytes:
+    rows = [[e.offset, e.first_seq, e.count, e.ts_min, e.ts_max, e.severity_mask, e.app_bloom,
+             e.size, e.chunk_len] for e in entries]
+    if not marked:
+        return msgpack.packb(rows)
+    return struct.pack(">BI", _MARKED_INDEX, len(rows)) + b"".join(map(msgpack.packb, rows))
+
+
+def _counts_aad(salt: bytes, offset: int, index_crc: int) -> bytes:
+    return COUNTS_MAGIC + salt + struct.pack("<QI", offset, index_crc)
+
+
+def pack_footer(entries: list[IndexEntry], sealed_ns: int, counts: bytes | None = None, *,
+                key: bytes = b"", salt: bytes = b"", offset: int = 0) -> bytes:
+    """The footer for ``entries``; with ``counts`` (the plaintext of the
+    counts block, see :class:`hostlog.spool.index.CountsBuilder`), that block
+    encrypted with ``key`` and bound to the segment's ``salt``, to the
+    footer's ``offset`` in it and to the index, ahead of the index."""
+    index = _index_bytes(entries, marked=counts is not None)
     fields = struct.pack("<IIq", len(index), len(entries), sealed_ns)
     crc = zlib.crc32(index + fields)
-    return index + _FOOTER_TRAILER.pack(len(index), len(entries), sealed_ns, crc, FOOTER_MAGIC)
+    tail = index + _FOOTER_TRAILER.pack(len(index), len(entries), sealed_ns, crc, FOOTER_MAGIC)
+    if counts is None:
+        return tail
+    nonce = os.urandom(NONCE_SIZE)
+    block = nonce + AESGCM(key).encrypt(nonce, counts, _counts_aad(salt, offset, crc))
+    length = struct.pack("<I", len(block))
+    return block + _COUNTS_TRAILER.pack(len(block), zlib.crc32(block + length), COUNTS_MAGIC) + tail
 
+
+def open_counts(footer: Footer, *, key: bytes, salt: bytes, segment_size: int,
+                aead: AESGCM | None = None) -> bytes:
+    """The counts block's plaintext; :class:`FrameAuthError` when it does not
+    authenticate (damaged, or not this segment's, place's or index's)."""
+    assert footer.counts is not None
+    nonce, sealed = footer.counts[:NONCE_SIZE], footer.counts[NONCE_SIZE:]
+    aead = aead or AESGCM(key)
+    try:
+        return aead.decrypt(nonce, sealed, _counts_aad(salt, segment_size - footer.size,
+                                                       footer.index_crc))
+    except InvalidTag:
+        raise FrameAuthError("the footer's counts do not authenticate") from None
+
+
+def counts_length(before_index: bytes) -> int | None:
+    """The length of the counts block from the COUNTS_TRAILER_SIZE bytes just
+    before a footer's index, or None if they are not a counts trailer."""
+    if len(before_index) != COUNTS_TRAILER_SIZE:
+        return None
+    length, _crc, magic = _COUNTS_TRAILER.unpack(before_index)
+    return length if magic == COUNTS_MAGIC else None
 
 def footer_trailer(trailer: bytes) -> tuple[int, int, int] | None:
     """(index length, frame count, sealed ns) from a footer's trailer (the
@@ -293,21 +362,48 @@ def _as_entry(row: tuple[int, ...]) -> IndexEntry:
     return tuple.__new__(IndexEntry, row)
 
 
-def unpack_footer(tail: bytes) -> tuple[list[IndexEntry], int, int] | None:
-    """Parse a footer from the last bytes of a segment.
-
-    Returns (entries, sealed_ns, footer_size), or None if the segment has no
-    intact footer (it is the active one, or its sealing was cut short).
-    """
+def parse_footer(tail: bytes) -> Footer | None:
+    """The footer at the end of ``tail`` (the last bytes of a segment: all of
+    the footer, counts block included, or more), or None if the segment has
+    no intact footer (it is the active one, or its sealing was cut short, or
+    the footer is damaged: index, trailer, or the counts block its index
+    says it has)."""
     if len(tail) < FOOTER_TRAILER_SIZE:
         return None
     trailer = tail[len(tail) - FOOTER_TRAILER_SIZE:]
     parsed = footer_trailer(trailer)
     if parsed is None or parsed[0] + FOOTER_TRAILER_SIZE > len(tail):
         return None
-    index_len, _, sealed_ns = parsed
+    index_len, n, sealed_ns = parsed
     start = len(tail) - FOOTER_TRAILER_SIZE - index_len
-    entries = footer_index(tail[start:start + index_len], trailer)
+    index = tail[start:start + index_len]
+    entries = footer_index(index, trailer)
     if entries is None:
         return None
-    return entries, sealed_ns, index_len + FOOTER_TRAILER_SIZE
+    crc = _FOOTER_TRAILER.unpack(trailer)[3]
+    size = index_len + FOOTER_TRAILER_SIZE
+    marked = index[:1] == bytes([_MARKED_INDEX])
+    length = counts_length(tail[max(0, start - COUNTS_TRAILER_SIZE):start])
+    counts = None
+    if length is not None and start - COUNTS_TRAILER_SIZE - length >= 0:
+        block = tail[start - COUNTS_TRAILER_SIZE - length:start - COUNTS_TRAILER_SIZE]
+        if zlib.crc32(block + struct.pack("<I", length)) == _COUNTS_TRAILER.unpack(
+                tail[start - COUNTS_TRAILER_SIZE:start])[1]:
+            counts = block
+    if counts is not None:
+        size += COUNTS_TRAILER_SIZE + len(counts)
+    elif marked and n <= _ARRAY16_MAX:
+        # this index says a counts block is there (an index of fewer rows is
+        # marked only by a writer that writes one): it is damaged
+        return None
+    return Footer(entries, sealed_ns, size, counts, crc)
+
+
+def unpack_footer(tail: bytes) -> tuple[list[IndexEntry], int, int] | None:
+    """Parse a footer from the last bytes of a segment.
+
+    Returns (entries, sealed_ns, footer_size), or None if the segment has no
+    intact footer (it is the active one, or its sealing was cut short).
+    """
+    footer = parse_footer(tail)
+    return None if footer is None else (footer.entries, footer.sealed_ns, footer.size)

@@ -25,6 +25,7 @@ from hostlog.crashpoint import crashpoint
 from hostlog.errors import SpoolFormatError, WrongKeyError
 from hostlog.record import Record
 from hostlog.spool import frame as F
+from hostlog.spool.index import CountsBuilder, FrameCounts, SegmentCounts, unpack_counts
 from hostlog.spool.keys import Keyring, SegmentKeys, derive_segment_keys
 from hostlog.spool.state import fsync_dir
 
@@ -66,6 +67,7 @@ class SegmentIndex:
     end: int  # offset just past the last intact frame
     damage: list[Damage] = field(default_factory=list)
     sealed_ns: int | None = None
+    footer: F.Footer | None = None  # a sealed segment's footer (its counts block, if any)
 
 
 class SegmentReader:
@@ -121,15 +123,15 @@ class SegmentReader:
         if not verify:
             footer = self._read_footer(size)
             if footer is not None:
-                entries, sealed_ns, footer_size = footer
-                return SegmentIndex(entries, True, size - footer_size, sealed_ns=sealed_ns)
+                return SegmentIndex(footer.entries, True, size - footer.size,
+                                    sealed_ns=footer.sealed_ns, footer=footer)
             if after is not None and not after.sealed and not after.damage and after.end <= size:
                 more = self.scan(size, verify=False, start=after.end)
                 return SegmentIndex(after.entries + more.entries, more.sealed, more.end,
                                     more.damage, more.sealed_ns)
         return self.scan(size, verify=verify)
 
-    def _read_footer(self, size: int) -> tuple[list[F.IndexEntry], int, int] | None:
+    def _read_footer(self, size: int) -> F.Footer | None:
         if size < F.SEGMENT_HEADER_SIZE + F.FOOTER_TRAILER_SIZE:
             return None
         trailer = os.pread(self.fd, F.FOOTER_TRAILER_SIZE, size - F.FOOTER_TRAILER_SIZE)
@@ -137,9 +139,36 @@ class SegmentReader:
             return None
         index_len = int.from_bytes(trailer[:4], "little")
         want = index_len + F.FOOTER_TRAILER_SIZE
-        if want > size - F.SEGMENT_HEADER_SIZE:
+        room = size - F.SEGMENT_HEADER_SIZE
+        if want > room:
             return None
-        return F.unpack_footer(os.pread(self.fd, want, size - want))
+        if want + F.COUNTS_TRAILER_SIZE <= room:  # a counts block before the index?
+            want += F.COUNTS_TRAILER_SIZE
+            tail = os.pread(self.fd, want, size - want)
+            length = F.counts_length(tail[:F.COUNTS_TRAILER_SIZE])
+            if length is not None and want + length <= room:
+                want += length
+                tail = os.pread(self.fd, length, size - want) + tail
+            return F.parse_footer(tail)
+        return F.parse_footer(os.pread(self.fd, want, size - want))
+
+    def counts(self, index: SegmentIndex | None = None) -> SegmentCounts | Damage | None:
+        """The per-frame counts of a sealed segment's footer, aligned with its
+        index entries (``index``: this segment's, if the caller has it); None
+        when the footer has none (an unsealed segment, or one sealed by an
+        older hostlog), a :class:`Damage` when they do not authenticate or
+        do not fit the index."""
+        index = self.index() if index is None else index
+        footer = index.footer
+        if footer is None or footer.counts is None:
+            return None
+        try:
+            plain = F.open_counts(footer, key=self.keys.data_key, salt=self.header.salt,
+                                  segment_size=self.size(), aead=self.aead)
+            return unpack_counts(plain, len(footer.entries))
+        except (F.FrameError, ValueError) as exc:
+            return Damage(self.path.name, index.end, f"footer counts unusable ({exc}); "
+                                                     f"its frames are read instead")
 
     def scan(self, size: int | None = None, *, verify: bool = True,
              cut_at_damage: bool = False, start: int = F.SEGMENT_HEADER_SIZE) -> SegmentIndex:
@@ -156,7 +185,7 @@ class SegmentReader:
         entries: list[F.IndexEntry] = []
         damage: list[Damage] = []
         footer = self._read_footer(size)
-        footer_start = size - footer[2] if footer else None
+        footer_start = size - footer.size if footer else None
         off = start
         while off < size and off != footer_start:
             header_bytes = os.pread(self.fd, F.FRAME_HEADER_SIZE, off)
@@ -191,7 +220,8 @@ class SegmentReader:
         end = entries[-1].offset + entries[-1].size if entries else start
         sealed = footer is not None and off == footer_start
         return SegmentIndex(entries, sealed, end, damage,
-                            footer[1] if footer is not None and sealed else None)
+                            footer.sealed_ns if footer is not None and sealed else None,
+                            footer if sealed else None)
 
     def _find_next_frame(self, start: int, stop: int) -> int | None:
         """The offset of the next intact frame after damage, to resynchronise."""
@@ -286,6 +316,9 @@ class SegmentWriter:
         self.header = header
         self.keys = keys
         self.entries = entries
+        # the frames' counts for the footer; frames found in the segment
+        # (reopened after a restart) have none: readers count those by reading
+        self.counts = CountsBuilder(frames_without=len(entries))
         self.end = end  # where the next frame goes
         self.aead = AESGCM(keys.data_key)
         self.next_seq = entries[-1].first_seq + entries[-1].count if entries else header.first_seq
@@ -324,11 +357,12 @@ class SegmentWriter:
         return self.end
 
     def append(self, chunk: bytes, *, first_seq: int, count: int, ts_min: int, ts_max: int,
-               severity_mask: int, app_bloom: int, fast: bool = False) -> F.IndexEntry:
+               severity_mask: int, app_bloom: int, fast: bool = False,
+               counts: FrameCounts | None = None) -> F.IndexEntry:
         data, entry = self.frame(chunk, offset=self.end, first_seq=first_seq, count=count,
                                  ts_min=ts_min, ts_max=ts_max, severity_mask=severity_mask,
                                  app_bloom=app_bloom, fast=fast)
-        self.write_frames(data, [entry])
+        self.write_frames(data, [entry], [counts])
         return entry
 
     def frame(self, chunk: bytes, *, offset: int, first_seq: int, count: int, ts_min: int,
@@ -343,10 +377,12 @@ class SegmentWriter:
         return data, F.IndexEntry(offset, first_seq, count, ts_min, ts_max, severity_mask,
                                   app_bloom, len(data), len(chunk))
 
-    def write_frames(self, data: bytes, entries: list[F.IndexEntry]) -> None:
+    def write_frames(self, data: bytes, entries: list[F.IndexEntry],
+                     counts: list[FrameCounts | None] | None = None) -> None:
         """Write consecutive frames made by :meth:`frame` for the offsets from
         :attr:`end` on, in one pwrite: a reader sees them whole or (at the
-        tail) cut short."""
+        tail) cut short. ``counts``: each frame's (index.frame_counts), for
+        the footer; None for a frame whose counts are not known."""
         assert entries and entries[0].offset == self.end
         view = memoryview(data)
         off = self.end
@@ -355,6 +391,8 @@ class SegmentWriter:
             view, off = view[n:], off + n
         crashpoint("frame-written")
         self.entries.extend(entries)
+        for frame_counts in counts if counts is not None else [None] * len(entries):
+            self.counts.add(frame_counts)
         self.end += len(data)
         self.next_seq = entries[-1].first_seq + entries[-1].count
 
@@ -363,7 +401,8 @@ class SegmentWriter:
 
     def seal(self) -> None:
         """Write the footer and fsync; the segment never changes after this."""
-        footer = F.pack_footer(self.entries, time.time_ns())
+        footer = F.pack_footer(self.entries, time.time_ns(), self.counts.pack(),
+                               key=self.keys.data_key, salt=self.header.salt, offset=self.end)
         os.pwrite(self.fd, footer, self.end)
         self.end += len(footer)
         os.fsync(self.fd)

@@ -32,7 +32,7 @@ from hostlog.crashpoint import crashpoint
 from hostlog.errors import KeyFileError, SpoolError, SpoolFullError, SpoolLockedError
 from hostlog.record import Batch
 from hostlog.spool import frame as F
-from hostlog.spool.index import frame_index
+from hostlog.spool.index import frame_counts, frame_index
 from hostlog.spool.keys import Keyring
 from hostlog.spool.segment import Damage, SegmentIndex, SegmentReader, SegmentWriter, segment_first_seq
 from hostlog.spool.state import fsync_dir, read_json, write_json
@@ -274,6 +274,7 @@ class Spool:
         offset = active.end
         parts: list[bytes] = []
         entries = []
+        counts = []
         for batch in batches:
             n = len(batch)
             origins, seqs = batch.origin, batch.seq
@@ -292,11 +293,12 @@ class Spool:
                                        severity_mask=severity_mask, app_bloom=bloom, fast=fast)
             parts.append(data)
             entries.append(entry)
+            counts.append(frame_counts(batch))  # for the footer: hostlog stats reads them
             offset += len(data)
             seq += n
         if len(parts) > 1:
             self._mark_group(active.path.name, active.end, offset)
-        active.write_frames(parts[0] if len(parts) == 1 else b"".join(parts), entries)
+        active.write_frames(parts[0] if len(parts) == 1 else b"".join(parts), entries, counts)
         info = self.segments[-1]
         info.next_seq, info.size = active.next_seq, active.size
         if active.size >= self.segment_bytes or (
