@@ -8,6 +8,8 @@
   checkpoints, positions, keys of the HTTP server, state files) holds a
   marker, as is, as UTF-16 or in hex. The same records read back with the
   key: the markers were there to find.
+* Key rotation: ``hostlog spool rotate-key`` killed in the middle leaves the
+  key file whole; after a rotation every frame of either key reads back.
 * The unit: ``systemd-analyze security --offline=true`` rates the shipped
   unit's exposure 2.0 or lower.
 """
@@ -27,6 +29,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from tests.agentproc import HOSTLOG as HOSTLOG_CLI
 from tests.agentproc import AgentProcess, free_port, wait_for
 from tests.conftest import need
 
@@ -115,3 +118,68 @@ def test_the_shipped_unit_is_confined() -> None:
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert found, res.stdout + res.stderr
     assert float(found.group(1)) <= 2.0, res.stdout
+
+
+def _send(port: int, lines: list[str]) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall("".join(f"<13>1 2026-12-03T10:00:00Z h rot - - - {line}\n" for line in lines).encode())
+
+
+def test_key_rotation_with_a_crash_in_the_middle_leaves_every_frame_readable(tmp_path: Path) -> None:
+    """`hostlog spool rotate-key` killed just before its rename leaves the key
+    file as it was; done, the agent's next start writes new segments with the
+    new key, and every record of both keys reads back and verifies."""
+    from hostlog.spool.keys import Keyring
+    from hostlog.spool.reader import SpoolReader
+    from hostlog.spool.segment import SegmentReader
+
+    port = free_port()
+    agent = AgentProcess(tmp_path, textwrap.dedent(f"""
+        [agent]
+        state_dir = "{tmp_path}/state"
+
+        [[source]]
+        type = "syslog"
+        listen = ["tcp://127.0.0.1:{port}"]
+        """))
+
+    def stored() -> list[str]:
+        rows = agent.query_json()
+        return [r["MESSAGE"] for r in rows if r.get("SYSLOG_IDENTIFIER") == "rot"]
+
+    agent.start()
+    try:
+        _send(port, [f"before {i}" for i in range(100)])
+        wait_for(lambda: len(stored()) == 100, timeout=20, what="the first records")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    key_file = agent.state / "spool.key"
+    before = key_file.read_bytes()
+
+    # a whole rotation appends one line ...
+    assert agent.hostlog("spool", "rotate-key").returncode == 0
+    rotated = key_file.read_bytes()
+    assert rotated.startswith(before) and len(rotated.splitlines()) == len(before.splitlines()) + 1
+    key_file.write_bytes(before)  # back, to rotate again with a crash in the middle
+    env = dict(agent.env, HOSTLOG_CRASHPOINT="state-before-rename:1")
+    res = subprocess.run([*HOSTLOG_CLI, "spool", "rotate-key", "-c", str(agent.config)], env=env,
+                         capture_output=True, timeout=60)
+    assert res.returncode == -9, (res.returncode, res.stderr.decode())
+    assert key_file.read_bytes() == before  # the old file whole, not half of the new one
+    assert agent.hostlog("spool", "verify").returncode == 0
+
+    assert agent.hostlog("spool", "rotate-key").returncode == 0
+    ring = Keyring.load(key_file)
+    assert len(ring.keys) == 2 and ring.current_id == max(ring.keys)
+    agent.start()
+    try:
+        _send(port, [f"after {i}" for i in range(100)])
+        wait_for(lambda: len(stored()) == 200, timeout=20, what="the records after the rotation")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    assert stored() == [f"before {i}" for i in range(100)] + [f"after {i}" for i in range(100)]
+    verify = agent.hostlog("spool", "verify")
+    assert b"OK" in verify.stdout
+    reader = SpoolReader.open(agent.state / "spool", key_file)
+    used = {SegmentReader(path, reader.keyring).header.key_id for path in reader.segment_paths()}
+    assert used == set(ring.keys)  # the old segment kept its key, the new one took the new key

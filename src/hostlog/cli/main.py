@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
     for name, text in (("verify", "check every frame; exit 1 on damage"),
-                       ("stats", "segments, frames, records, bytes, compression, time range")):
+                       ("stats", "segments, frames, records, bytes, compression, time range"),
+                       ("rotate-key", "add a new key to the spool's key file (the agent writes new "
+                                      "segments with it from its next start)")):
         p = spool_sub.add_parser(name, help=text)
         add_spool_location(p)
 

@@ -1,9 +1,10 @@
-"""``hostlog spool verify|stats``."""
+"""``hostlog spool verify|stats|rotate-key``."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 
 from hostlog.cli.spool_location import spool_location
 from hostlog.spool.inspect import collect_stats
@@ -24,8 +25,24 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def rotate_key(directory: Path, key_file: Path | None) -> int:
+    """Append a new key to the key file (written whole to a temporary file and
+    renamed: a crash leaves the old file or the new one, never half of one).
+    Earlier keys stay: the segments written with them must stay readable."""
+    from hostlog.spool.keys import add_key
+    from hostlog.spool.reader import find_key_file
+
+    path = key_file or find_key_file(directory)
+    new_id = add_key(path)
+    print(f"{path}: key {new_id} added; the agent writes new segments with it from its next "
+          "start (restart it); segments written before keep their key, which stays in the file")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     directory, key_file = spool_location(args)
+    if args.spool_command == "rotate-key":
+        return rotate_key(directory, key_file)
     reader = SpoolReader.open(directory, key_file)
     verify = args.spool_command == "verify"
     stats = collect_stats(reader, verify=verify)

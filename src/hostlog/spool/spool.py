@@ -210,6 +210,10 @@ class Spool:
         # The mark describes a write that is now either whole or cut (reopen
         # truncated and fsynced the segment): it must not cut anything again.
         self._group_mark.unlink(missing_ok=True)
+        if self.active.header.key_id != self.keyring.current_id:
+            # the key file has a newer key (`hostlog spool rotate-key`): what
+            # comes now goes into a new segment written with it
+            self.rotate()
 
     def _agent_id_bytes(self) -> bytes:
         return uuid.UUID(self.agent_id).bytes
