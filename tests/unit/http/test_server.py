@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hostlog.http.keys import KeyStore, keys_path
 from hostlog.http.server import CTX, PRINCIPAL, HttpContext, Route, note_records
+from tests.conftest import need
 from tests.support.http import ServedSpool
 from tests.support.pki import make_test_pki
 
@@ -138,8 +139,8 @@ print(data.split(b"\\r\\n", 1)[0].decode())
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
 def test_the_unix_socket_admits_by_peer_credentials(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "root (the test connects as another uid)")
     # a directory a stranger may enter (the test's own is private to root)
     public = Path(tempfile.mkdtemp(prefix="hostlog-http-"))
     os.chmod(public, 0o755)
