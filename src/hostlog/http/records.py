@@ -27,10 +27,19 @@ __all__ = ["record_json"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+_SECOND_TEXT: dict[int, str] = {}  # "YYYY-MM-DDThh:mm:ss" of a second: records come in runs of one second
+
+
 def _iso(ts_ns: int) -> str:
     seconds, ns = divmod(ts_ns, 1_000_000_000)
-    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds >= 0 else _EPOCH + dt.timedelta(seconds=seconds)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 1000:06d}Z"
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        if len(_SECOND_TEXT) >= 4096:
+            _SECOND_TEXT.clear()
+        stamp = (dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds >= 0
+                 else _EPOCH + dt.timedelta(seconds=seconds))
+        text = _SECOND_TEXT[seconds] = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ns // 1000:06d}Z"
 
 
 def _value(value: FieldValue) -> Any:
