@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_cmd.add_parser(sub)
     tls_cmd.add_parser(sub)
     key_cmd.add_parser(sub)
-    from hostlog.cli import rules_cmd
+    from hostlog.cli import patterns_cmd, rules_cmd
     rules_cmd.add_parser(sub)
+    patterns_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "logs":
             from hostlog.cli import logs_cmd
             return logs_cmd.run(args)
+        if args.command == "patterns":
+            from hostlog.cli import patterns_cmd
+            return patterns_cmd.run(args)
         if args.command == "rules":
             return int(args.run_rules(args))
         if args.command == "spool":
