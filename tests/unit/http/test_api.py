@@ -18,19 +18,9 @@ from hypothesis import strategies as st
 
 from hostlog.cli import query_cmd
 from hostlog.collectors.ratelimit import TokenBucket
-from hostlog.http import api
-from hostlog.http.api import (
-    MAX_LIMIT,
-    NEXT_CURSOR_HEADER,
-    Paging,
-    Quotas,
-    field_name,
-    paging_from_params,
-    parse_body,
-    parse_level,
-    parse_time,
-    wants_json,
-)
+from hostlog.http import api, ingest
+from hostlog.http.api import MAX_LIMIT, NEXT_CURSOR_HEADER, Paging, Quotas, paging_from_params, wants_json
+from hostlog.http.ingest import field_name, parse_body, parse_level, parse_time
 from hostlog.http.keys import KeyStore, keys_path
 from hostlog.http.params import ParamError
 from hostlog.http.records import record_json
@@ -94,7 +84,7 @@ def test_any_time_value_is_a_time_in_range_or_a_value_error(value) -> None:
     except ValueError as exc:
         assert str(exc)
         return
-    assert api.MIN_TS <= ns <= api.MAX_TS
+    assert ingest.MIN_TS <= ns <= ingest.MAX_TS
 
 
 @pytest.mark.parametrize("bad", ["2026-02-30T00:00:00Z", "2026-01-01T00:00:60Z", "2026-01-01T00:00:00",
@@ -216,7 +206,7 @@ def _utf8(raw: bytes) -> bool:
         return False
 
 
-@given(st.integers(api.MIN_TS // 1000, api.MAX_TS // 1000), st.one_of(_texts, st.binary(max_size=12)),
+@given(st.integers(ingest.MIN_TS // 1000, ingest.MAX_TS // 1000), st.one_of(_texts, st.binary(max_size=12)),
        st.integers(0, 7), _names, _names, st.one_of(st.none(), st.integers(0, 2**31 - 1)),
        st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True), _values, max_size=4))
 def test_a_record_the_api_wrote_reads_back_as_the_same_record(us, msg, severity, host, app, pid, fields) -> None:
