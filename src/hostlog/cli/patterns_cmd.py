@@ -20,7 +20,6 @@ from hostlog.cli import query_cmd
 
 OUTPUTS = ("table", "json")
 BUCKETS = 24  # sparkline columns over the selected range
-_BARS = "▁▂▃▄▅▆▇█"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,11 +81,6 @@ def sparkline(seconds: dict[int, int], lo_ns: int, hi_ns: int, buckets: int = BU
     return counts
 
 
-def _bars(counts: list[int]) -> str:
-    top = max(counts) or 1
-    return "".join(" " if c == 0 else _BARS[min(len(_BARS) - 1, (c * len(_BARS) - 1) // top)] for c in counts)
-
-
 def _iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -94,6 +88,7 @@ def _iso(ns: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from hostlog.cli.spool_location import spool_location
     from hostlog.query.run import iter_selected
+    from hostlog.query.stats import sparkline as bars  # the block characters of hostlog stats
     from hostlog.spool.reader import SpoolReader
 
     try:
@@ -135,5 +130,5 @@ def run(args: argparse.Namespace) -> int:
     for s in rows:
         template = templates.get((s.app, s.pattern_id), s.example).replace("\n", "⏎")
         out.write(f"{s.count:>8}  {_iso(s.first_ns):<20}  {_iso(s.last_ns):<20}  {s.app[:16]:<16}  "
-                  f"{s.pattern_id:<16}  {_bars(sparkline(s.seconds, lo, hi))}  {template}\n")
+                  f"{s.pattern_id:<16}  {bars(sparkline(s.seconds, lo, hi))}  {template}\n")
     return 0
