@@ -174,6 +174,17 @@ def config(tmp: Path, ports: dict[str, int], pki: dict[str, Path], *, reloaded: 
 
         [http]
         listen = ["127.0.0.1:{ports['http']}"]
+
+        # rules on every batch of every source: they change a field, drop
+        # nothing (records in must still be what the spool holds)
+        [[rule]]
+        name = "tag-all"
+        set = {{ e2e_rules = "on" }}
+
+        [[rule]]
+        name = "never-matches"
+        match = {{ identifier = "e2e-no-such-app" }}
+        drop = true
         """) + apps
 
 
@@ -554,6 +565,12 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         # Each check below is independent: all of them are gathered, so one
         # run says everything that is wrong, not only the first thing.
         problems: list[str] = []
+
+        # -- the rules ran on every record of every source
+        untagged = Counter(r["_HOSTLOG_SOURCE"] for r in rows if r.get("e2e_rules") != "on"
+                           and MARKER.search(str(r.get("MESSAGE", ""))))
+        if untagged:
+            problems.append(f"records the tag-all rule did not reach, by source: {dict(untagged)}")
 
         # -- exactly once, every stream
         if not all(len(got.get(s, ())) == n and sum(got[s].values()) == n and max(got[s]) == n - 1
