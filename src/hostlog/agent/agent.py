@@ -222,7 +222,7 @@ class Agent:
         await wire.on_reload(self, new)
         await forwarding.on_reload(self, new)
         old = {name: src for name, (src, _) in self.collectors.items()}
-        wanted = {src.name: src for src in new.sources}
+        wanted = {src.name or "": src for src in new.sources}  # every source is named once read
         tls_changed = new.tls != self.config.tls
 
         def uses_tls(src: Any) -> bool:

@@ -74,6 +74,7 @@ async def attach(agent: WiredAgent) -> None:
     agent.wiring = wiring
     if agent.metrics is not None and config.control.metrics:
         _start_metrics(agent, wiring, config.control.metrics)
+    assert config.control.socket is not None  # filled in when the config is read
     control = ControlServer(config.control.socket, partial(commands.handle, agent, wiring))
     try:
         await control.start()

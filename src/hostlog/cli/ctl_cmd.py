@@ -156,7 +156,7 @@ def _duration(seconds: float | None) -> str:
     return f"{days} days, {text}" if days else text
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):

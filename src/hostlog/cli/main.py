@@ -107,7 +107,7 @@ def config_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    names = ", ".join(s.name for s in config.sources) or "none"
+    names = ", ".join(s.name or "" for s in config.sources) or "none"
     print(f"{args.file}: OK ({len(config.sources)} sources: {names}; "
           f"{len(config.apps)} apps; spool {config.spool_dir})")
     return 0

@@ -162,7 +162,7 @@ class Forward(_Section):
     @model_validator(mode="after")
     def _schemes(self) -> Forward:
         schemes = _TARGET_SCHEMES[self.type]
-        problems = []
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         for i, url in enumerate(self.targets):
             try:
                 parse_endpoint(url, schemes)
@@ -366,7 +366,7 @@ class Config(_Section):
             if source.name is None:
                 source.name = f"{source.type}-{index}"
                 generated.add(i)
-        problems += _duplicates("source", [s.name for s in self.sources], generated)
+        problems += _duplicates("source", [s.name or "" for s in self.sources], generated)
         problems += _duplicates("app", [a.name for a in self.apps])
         problems += _duplicates("forward", [f.name for f in self.forwards])
         problems += _duplicates("rule", [r.name for r in self.rules])

@@ -64,7 +64,8 @@ class SpoolReader:
         except FileNotFoundError:
             return []
         paths = [self.directory / "segments" / n for n in names]
-        return sorted((p for p in paths if segment_first_seq(p) is not None), key=segment_first_seq)
+        return sorted((p for p in paths if segment_first_seq(p) is not None),
+                  key=lambda p: segment_first_seq(p) or 0)
 
     def open_segment(self, path: Path) -> SegmentReader | None:
         try:
@@ -94,7 +95,8 @@ class SpoolReader:
                     if test is None or test(seg, entry):
                         yield seg, entry
 
-    def open_segments(self, *, reverse: bool = False, after_seq: int = 0) -> Iterator[SegmentReader]:
+    def open_segments(self, *, reverse: bool = False,
+                      after_seq: int = 0) -> Generator[SegmentReader, None, None]:
         """The segments that may hold records after ``after_seq``, each open
         while the caller looks at it (oldest first, or newest first with
         ``reverse``); one that cannot be opened is passed over."""

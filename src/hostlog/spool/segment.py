@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -378,7 +378,7 @@ class SegmentWriter:
                                   app_bloom, len(data), len(chunk))
 
     def write_frames(self, data: bytes, entries: list[F.IndexEntry],
-                     counts: list[FrameCounts | None] | None = None) -> None:
+                     counts: Sequence[FrameCounts | None] | None = None) -> None:
         """Write consecutive frames made by :meth:`frame` for the offsets from
         :attr:`end` on, in one pwrite: a reader sees them whole or (at the
         tail) cut short. ``counts``: each frame's (index.frame_counts), for

@@ -148,7 +148,7 @@ class Spool:
         floor = 1  # no seq below this may be given: a segment moved aside held them
         group = _read_group_mark(self._group_mark)
         paths = sorted((p for p in self.segments_dir.iterdir()
-                        if segment_first_seq(p) is not None), key=segment_first_seq)
+                        if segment_first_seq(p) is not None), key=lambda p: segment_first_seq(p) or 0)
         for i, path in enumerate(paths):
             last = i == len(paths) - 1
             try:
@@ -412,7 +412,7 @@ class Spool:
             if unacked:
                 if self.on_full != "drop_oldest":
                     break
-                self.dropped_records += oldest.next_seq - max(oldest.first_seq, acked + 1)
+                self.dropped_records += oldest.next_seq - max(oldest.first_seq, (acked or 0) + 1)
             oldest.path.unlink(missing_ok=True)
             crashpoint("retention-unlinked")
             self.segments.pop(0)
