@@ -32,6 +32,7 @@ from operator import add
 from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
 from hostlog.journal.fields import ABSENT_FIELD, field_values
 from hostlog.query.priority import priority_matches
+from hostlog.query.regex_shape import context_free, longest_literal
 from hostlog.record import Record
 from hostlog.spool.frame import IndexEntry
 from hostlog.spool.index import app_bloom_bits
@@ -419,7 +420,7 @@ class _GrepScan:
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.joinable = _context_free(pattern)
+        self.joinable = context_free(pattern)
         #: UTF-8 of a text every match contains, if there is one worth a
         #: search of the message column's bytes (case-sensitive patterns only)
         self.literal = _required_literal(pattern)
@@ -466,64 +467,15 @@ def _text(m: str | bytes) -> str:
     return m if isinstance(m, str) else m.decode("utf-8", "replace")
 
 
-def _context_free(pattern: re.Pattern[str]) -> bool:
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-        tree = _parser.parse(pattern.pattern, pattern.flags)
-        from re._constants import ASSERT, ASSERT_NOT, AT, AT_BOUNDARY
-    except Exception:  # another Python's internals: search message by message
-        return False
-
-    def walk(items) -> bool:
-        for op, av in items:
-            if op in (ASSERT, ASSERT_NOT):
-                return False
-            if op is AT and av is not AT_BOUNDARY:
-                return False
-            for sub in _subpatterns(av):
-                if not walk(sub):
-                    return False
-        return True
-
-    return walk(tree)
-
-
 def _required_literal(pattern: re.Pattern[str]) -> bytes | None:
-    """The longest run of plain characters at the top level of the pattern
-    (outside any repeat, branch or group), which every match contains."""
+    """A text of three characters at least that every match contains, as bytes."""
     if pattern.flags & re.IGNORECASE:
         return None
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-        from re._constants import LITERAL
-        tree = _parser.parse(pattern.pattern, pattern.flags)
-    except Exception:
-        return None
-    best = run = ""
-    for op, av in tree:
-        if op is LITERAL:
-            run += chr(av)
-            if len(run) > len(best):
-                best = run
-        else:
-            run = ""
+    best = longest_literal(pattern)
     # U+FFFD stands for undecodable bytes in a binary message: not in its bytes
-    if len(best) < 3 or "\ufffd" in best:
+    if best is None or len(best) < 3 or "\ufffd" in best:
         return None
     return best.encode("utf-8", "surrogateescape")
-
-
-def _subpatterns(av) -> list:
-    out = []
-    if isinstance(av, (list, tuple)):
-        for x in av:
-            if hasattr(x, "data") or (isinstance(x, list) and x and isinstance(x[0], tuple)):
-                out.append(x)
-            elif isinstance(x, (list, tuple)):
-                out.extend(_subpatterns(x))
-    elif hasattr(av, "data"):
-        out.append(av)
-    return out
 
 
 def parse_matches(args: list[str]) -> list[dict[str, set[bytes]]]:

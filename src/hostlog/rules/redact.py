@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hostlog.query.filters import _GrepScan
+from hostlog.query.regex_shape import longest_literal
 
 if TYPE_CHECKING:
     from hostlog.rules.select import BatchView
@@ -192,20 +193,9 @@ def literal_of(pattern: re.Pattern[str]) -> tuple[str | None, bool]:
     looked for case-insensitively: the longest run of plain characters at
     the top level of the pattern (outside any group, branch or repeat), of
     three characters at least. (None, False) when there is none."""
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-        from re._constants import LITERAL
-        tree: Any = _parser.parse(pattern.pattern, pattern.flags)
-    except Exception:  # another Python's internals: search every message
+    best = longest_literal(pattern)
+    if best is None:
         return None, False
-    best = run = ""
-    for op, av in tree:
-        if op is LITERAL:
-            run += chr(av)
-            if len(run) > len(best):
-                best = run
-        else:
-            run = ""
     if len(best) < 3 or "\x00" in best:
         return None, False
     if pattern.flags & re.IGNORECASE:

@@ -32,7 +32,6 @@ Everything here is pure.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
 from operator import add
@@ -41,6 +40,7 @@ from typing import Any, cast
 from hostlog.chunk import FrameColumns
 from hostlog.journal.fields import ABSENT_FIELD
 from hostlog.query.filters import REPORTER_APPS, REPORTER_UNITS, Query, _GrepScan
+from hostlog.query.regex_shape import plain_text
 from hostlog.record import Columns, Record
 
 __all__ = ["BatchView", "Plan", "select"]
@@ -188,21 +188,6 @@ class BatchView:
         return Columns(out, fields_pool=self.pool)
 
 
-def _plain(pattern: re.Pattern[str]) -> str | None:
-    """The text a pattern of plain characters only matches (None for any other)."""
-    if pattern.flags & re.IGNORECASE:
-        return None
-    try:
-        from re import _parser  # type: ignore[attr-defined]
-        from re._constants import LITERAL
-        tree = _parser.parse(pattern.pattern, pattern.flags)
-    except Exception:  # another Python's internals: the regex then
-        return None
-    if not all(op is LITERAL for op, _ in tree):
-        return None
-    return "".join(chr(av) for _, av in tree)
-
-
 def _replaced(m: bytes) -> str:
     return m.decode("utf-8", "replace")  # (a binary message, as -g reads it)
 
@@ -251,7 +236,7 @@ class Plan:
         self.grep_literal = literal.decode("utf-8", "surrogateescape") if literal is not None else None
         # a case-sensitive pattern of plain characters only: its search is ``in``
         self.grep_plain = (self.grep_literal is not None and query.grep is not None
-                           and _plain(query.grep) == self.grep_literal)
+                           and plain_text(query.grep) == self.grep_literal)
 
 
 def _record_rows(plan: Plan, record: Query, view: BatchView) -> list[int] | None:
