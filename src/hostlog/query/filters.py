@@ -194,7 +194,7 @@ class Query:
             need = [sorted(values) for name, values in g.items()
                     if name not in _DERIVED_FIELDS and all(values)]
             group_literals.append(need)
-        grep = _GrepScan(self.grep) if self.grep is not None else None
+        grep = GrepScan(self.grep) if self.grep is not None else None
         severity_class = None
         if self.priorities is not None:
             severity_class = re.compile(b"[" + b"".join(re.escape(bytes([p]))
@@ -406,7 +406,7 @@ def _by_string(cols, column: list[int], wanted: list[str], idx: list[int] | None
     return [i for i in (range(cols.n) if idx is None else idx) if column[i] in keep]
 
 
-class _GrepScan:
+class GrepScan:
     """-g over a column of messages: one regex search over all of them joined
     (NUL between), then an exact check of the few that the joined search hits.
 
@@ -459,7 +459,7 @@ class _GrepScan:
 # What Query._prepare() derives from the query: (units, idents, unit_bloom,
 # ident_bloom, literals, group_literals, grep, severity_class).
 _Prepared = tuple[list[_NameMatch], _NameMatch | None, list[str] | None, list[str] | None,
-                  list[list[bytes]], list[list[list[bytes]]], _GrepScan | None,
+                  list[list[bytes]], list[list[list[bytes]]], GrepScan | None,
                   re.Pattern[bytes] | None]
 
 

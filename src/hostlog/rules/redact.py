@@ -15,7 +15,7 @@ messages that contain it are searched with the regex. The card number
 pattern has a shape instead: a run of 13 digits, spaces or dashes, found
 with one ``bytes.translate`` and one ``rfind``. A pattern without either is
 searched over every message, as ``hostlog query -g`` does
-(hostlog.query.filters._GrepScan).
+(hostlog.query.filters.GrepScan).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hostlog.query.filters import _GrepScan
+from hostlog.query.filters import GrepScan
 from hostlog.query.regex_shape import longest_literal
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Redactor:
     shape: tuple[bytes, bytes] | None = None
 
     def __post_init__(self) -> None:
-        self._scan = _GrepScan(self.pattern)
+        self._scan = GrepScan(self.pattern)
         self._secret = "secret" in self.pattern.groupindex
 
     def _replace(self, m: re.Match[str]) -> str:

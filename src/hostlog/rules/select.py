@@ -9,7 +9,7 @@ what whole columns decide and what needs a record:
 * **severity and time** (``-p``): :meth:`Query.candidates`, the column
   selection ``hostlog query`` runs on a decrypted chunk, over the batch's
   columns (:class:`BatchView` offers them as a chunk's); ``-g``: the same
-  message scan (``_GrepScan``), restricted to the rows still selected, after
+  message scan (``GrepScan``), restricted to the rows still selected, after
   a look for a text every match holds in the messages joined;
 * **names and fields** (``-u``, ``-t``, ``--host``, ``--source``,
   ``FIELD=VALUE``): :meth:`Query.record_test`, the complete rule. It reads
@@ -39,7 +39,7 @@ from typing import Any, cast
 
 from hostlog.chunk import FrameColumns
 from hostlog.journal.fields import ABSENT_FIELD
-from hostlog.query.filters import REPORTER_APPS, REPORTER_UNITS, Query, _GrepScan
+from hostlog.query.filters import REPORTER_APPS, REPORTER_UNITS, GrepScan, Query
 from hostlog.query.regex_shape import plain_text
 from hostlog.record import Columns, Record
 
@@ -231,7 +231,7 @@ class Plan:
         if query.priorities is not None or query.since_ns is not None or query.until_ns is not None:
             self.columns = Query(priorities=query.priorities, since_ns=query.since_ns,
                                  until_ns=query.until_ns)
-        self.grep = _GrepScan(query.grep) if query.grep is not None else None
+        self.grep = GrepScan(query.grep) if query.grep is not None else None
         literal = self.grep.literal if self.grep is not None else None
         self.grep_literal = literal.decode("utf-8", "surrogateescape") if literal is not None else None
         # a case-sensitive pattern of plain characters only: its search is ``in``

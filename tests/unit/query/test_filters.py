@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from hostlog.chunk import ChunkError, FrameColumns, encode_chunk
 from hostlog.journal.fields import journal_to_record
-from hostlog.query.filters import Query, _GrepScan, compile_grep, mangle_unit, parse_matches, unit_names
+from hostlog.query.filters import GrepScan, Query, compile_grep, mangle_unit, parse_matches, unit_names
 from hostlog.record import Record
 
 
@@ -125,16 +125,16 @@ def test_joined_grep_scan_selects_what_per_message_search_selects(pattern, msgs,
         assume(False)
     texts_ = [m if isinstance(m, str) else m.decode("utf-8", "replace") for m in msgs]
     want = [i for i, t in enumerate(texts_) if compiled.search(t)]
-    assert _GrepScan(compiled).select(msgs, None) == want
+    assert GrepScan(compiled).select(msgs, None) == want
     some = list(range(0, len(msgs), 2))
-    assert _GrepScan(compiled).select(msgs, some) == [i for i in want if i in some]
+    assert GrepScan(compiled).select(msgs, some) == [i for i in want if i in some]
 
 
 def test_patterns_with_anchors_or_lookaround_are_searched_one_by_one():
-    assert _GrepScan(re.compile("abc|d+")).joinable
-    assert _GrepScan(re.compile(r"\bword\b")).joinable
+    assert GrepScan(re.compile("abc|d+")).joinable
+    assert GrepScan(re.compile(r"\bword\b")).joinable
     for p in ("^a", "a$", r"\Aa", r"a\Z", "(?=a)", "(?<!a)b", "(?m)^a", "(a|^b)", "(a(?!b))+", r"\B"):
-        assert not _GrepScan(re.compile(p)).joinable, p
+        assert not GrepScan(re.compile(p)).joinable, p
 
 
 # -- chunk and column tests agree with the record test ------------------------------------
