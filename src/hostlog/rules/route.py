@@ -86,7 +86,7 @@ def for_destination(chunk: bytes, destination: str) -> tuple[bytes, int, int] | 
             out_fields.append({k: v for k, v in f.items() if k != ROUTE_FIELD})
     if not keep:
         return None
-    columns = [[column[i] for i in keep] for column in batch.columns]
-    columns[8] = out_fields  # (COLUMNS: ts, host, source, app, pid, severity, facility, msg, fields, ...)
-    encoded = encode_columns(Columns(columns).columns)
+    kept = Columns([[column[i] for i in keep] for column in batch.columns])
+    kept.fields = out_fields
+    encoded = encode_columns(kept.columns)
     return lz4.block.compress(encoded, store_size=False), len(encoded), len(keep)
