@@ -51,31 +51,27 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from hostlog.chunk import SOURCE, ChunkError, FrameColumns
+from hostlog.http.budget import Budget
+from hostlog.http.look import AUDIT_SOURCE, LookFrame, LookPlan, Missed, Pairs, excluded
 from hostlog.query.filters import Query
 from hostlog.query.run import FOLLOW_POLL_S, iter_selected, last_seq
 from hostlog.record import Record
-from hostlog.spool.index import app_bloom_bits
 
 if TYPE_CHECKING:
     from hostlog.http.server import HttpContext
-    from hostlog.spool.frame import IndexEntry
     from hostlog.spool.reader import SpoolReader
-    from hostlog.spool.segment import SegmentReader
 
 log = logging.getLogger("hostlog.http")
 
-__all__ = ["Budget", "CatchUp", "FollowersFull", "Hub", "Missed", "Subscription", "get_hub",
-           "parse_position", "position_cursor", "start_for_last"]
+__all__ = ["CatchUp", "FollowersFull", "Hub", "Subscription", "get_hub", "parse_position",
+           "position_cursor", "start_for_last"]
 
-AUDIT_SOURCE = "audit"
-AUDIT_APP = "hostlog-http"  # the app of the server's audit records (server.AUDIT_APP)
 #: records one look may deliver to the followers: a burst beyond this is
 #: read over the next looks (or counted), not in one long hold of the GIL;
 #: and what the followers then encode together stays in the encoders' caches
@@ -84,31 +80,10 @@ SCAN_LIMIT = 2_000
 LOOK_POSITIONS = 1_000_000
 #: records a catch-up (resume from a cursor) reads per step
 CATCHUP_STEP = 5_000
-#: the share of one CPU the followers may take: while the rest of the agent
-#: is busy, and while it is not
-SHARE_MIN = 0.02
-SHARE_MAX = 0.5
-#: the followers may save up this many seconds of their share (and spend
-#: it at once): their share now times this (so a busy ingest cuts it at once)
-BURST_S = 0.5
-#: CPUs the rest of the agent uses (per second) up to which the followers
-#: get SHARE_MAX, and from which SHARE_MIN
-BUSY_LOW = 0.2
-BUSY_HIGH = 0.6
-#: records/s the spool grows by up to which the followers get SHARE_MAX,
-#: and from which SHARE_MIN
-RATE_LOW = 20_000
-RATE_HIGH = 100_000
-#: how often the budget looks at its clocks
-REFILL_S = 0.1
 #: the longest the hub waits, over budget, before it looks again
 IDLE_MAX_S = 1.0
 #: a gap with no records after it yet is told after this long
 GAP_NOTICE_S = 0.5
-#: what one record delivered costs the followers before anything is measured
-COST_GUESS_S = 20e-6
-
-Pairs = list[tuple[int, Record]]
 
 
 def position_cursor(node_id: str, seq: int) -> str:
@@ -136,10 +111,6 @@ def parse_position(node_id: str, cursor: str, reader_factory: object = None) -> 
     raise ValueError(f"no record with cursor {cursor!r} in this spool")
 
 
-def _excluded(record: Record, with_audit: bool) -> bool:
-    return record.source == AUDIT_SOURCE and not with_audit
-
-
 def start_for_last(reader: SpoolReader, query: Query, n: int) -> int:
     """The position to follow after so that the last ``n`` records ``query``
     selects come first (``hostlog query -f -n N``): the position before the
@@ -149,7 +120,7 @@ def start_for_last(reader: SpoolReader, query: Query, n: int) -> int:
     seq = 0
     if n > 0:
         for seq, record in iter_selected(reader, query, reverse=True):
-            if _excluded(record, with_audit):
+            if excluded(record, with_audit):
                 continue
             found += 1
             if found >= n:
@@ -157,19 +128,6 @@ def start_for_last(reader: SpoolReader, query: Query, n: int) -> int:
     for _, entry in reader.frames_quick():
         return entry.first_seq - 1  # fewer than n: everything held
     return 0
-
-
-@dataclass(frozen=True, slots=True)
-class Missed:
-    """Records a subscription did not get: positions ``first``..``last`` were
-    passed over, ``count`` of them selected by its query. ``exact`` False:
-    ``count`` is at most that many (positions that were not read: damaged
-    frames, or removed by retention before a catch-up reached them)."""
-
-    count: int
-    first: int
-    last: int
-    exact: bool = True
 
 
 class CatchUp(list[tuple[int, Record]]):
@@ -217,7 +175,7 @@ class Subscription:
     def offer(self, pairs: Pairs) -> None:
         """New records (on the event loop): the ones this query selects are queued."""
         test = self.query.record_test
-        self._push([(seq, r) for seq, r in pairs if not _excluded(r, self.with_audit) and test(r)])
+        self._push([(seq, r) for seq, r in pairs if not excluded(r, self.with_audit) and test(r)])
         self._wake.set()
 
     def _push(self, pairs: Pairs) -> None:
@@ -281,277 +239,6 @@ class Subscription:
         finally:
             if timer is not None:
                 timer.cancel()
-
-
-class Budget:
-    """The CPU time the followers may take, as tokens (seconds).
-
-    Tokens come at ``share`` seconds per second, up to ``share * burst``
-    (seconds of the share saved up; a share that falls cuts them); the work
-    of the followers is charged (:meth:`charge`, CPU time of the thread that
-    did it). ``share`` follows how busy ingest is, by two measures, the
-    smaller share winning:
-
-    * the rate the spool grows at (:meth:`note_head`, from the hub's looks):
-      ``share_max`` up to RATE_LOW records/s, ``share_min`` from RATE_HIGH;
-    * the process's CPU time less what the followers were charged, per
-      second (``busy``): ``share_max`` up to BUSY_LOW CPUs, ``share_min``
-      from BUSY_HIGH.
-
-    In between, in proportion. The agent's Python code runs one thread at
-    a time (the GIL), and serving followers costs the event loop time and
-    the kernel copies besides what is charged: under a heavy ingest what
-    the followers take is taken from it, so they then get little; an agent
-    with little to do gives them much. ``cost`` is what one record
-    delivered costs them, measured (the hub turns tokens into records with it).
-    """
-
-    def __init__(self, share_min: float | None = None, share_max: float | None = None,
-                 burst: float | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time) -> None:
-        self.share_min = SHARE_MIN if share_min is None else share_min
-        self.share_max = SHARE_MAX if share_max is None else share_max
-        self.burst = burst = BURST_S if burst is None else burst
-        self._clock, self._cpu_clock = clock, cpu
-        self.tokens = burst * self.share_max
-        self.share = self.share_max
-        self.busy = 0.0  # CPUs the rest of the agent used, per second, at the last refill
-        self.cost = COST_GUESS_S
-        self.spent = 0.0  # charged in all (seconds)
-        self._t = clock()
-        self._cpu = cpu()
-        self._charged = 0.0  # since the last refill
-        self._win_s = 0.0
-        self._win_records = 0
-        self.rate = 0.0  # positions per second the spool grew by, at the last refill
-        self._head: int | None = None  # the newest position noted, and where the last refill was
-        self._head_at_refill: int | None = None
-
-    def refill(self) -> None:
-        now = self._clock()
-        elapsed = now - self._t
-        if elapsed < REFILL_S:
-            return
-        cpu = self._cpu_clock()
-        self.busy = busy = max(0.0, cpu - self._cpu - self._charged) / elapsed
-        if self._head is not None and self._head_at_refill is not None:
-            self.rate = max(0, self._head - self._head_at_refill) / elapsed
-        self._head_at_refill = self._head
-        share = min(self._scaled(busy, BUSY_LOW, BUSY_HIGH), self._scaled(self.rate, RATE_LOW, RATE_HIGH))
-        # over budget, tokens come at the new share; from the start of the window
-        self.share = share
-        self.tokens = min(self.burst * share, self.tokens + share * elapsed)
-        self._t, self._cpu, self._charged = now, cpu, 0.0
-
-    def _scaled(self, load: float, low: float, high: float) -> float:
-        if load <= low:
-            return self.share_max
-        if load >= high:
-            return self.share_min
-        return self.share_max - (self.share_max - self.share_min) * (load - low) / (high - low)
-
-    def note_head(self, head: int) -> None:
-        """The spool's newest position, as a look saw it."""
-        self._head = head
-
-    def charge(self, seconds: float, records: int = 0) -> None:
-        """``seconds`` of CPU spent for the followers, ``records`` delivered by it."""
-        seconds = max(0.0, seconds)
-        self.tokens -= seconds
-        self._charged += seconds
-        self.spent += seconds
-        self._win_s += seconds
-        self._win_records += records
-        if self._win_records >= 2000:
-            self.cost = 0.5 * self.cost + 0.5 * (self._win_s / self._win_records)
-            self._win_s, self._win_records = 0.0, 0
-
-    def records_allowed(self) -> int:
-        """Records the followers may be given now (0: over budget)."""
-        self.refill()
-        if self.tokens <= 0:
-            return 0
-        return max(1, int(self.tokens / max(self.cost, 1e-7)))
-
-
-def _selects_all(q: Query) -> bool:
-    return not (q.units or q.identifiers or q.priorities is not None or q.since_ns is not None
-                or q.until_ns is not None or q.grep is not None or q.matches or q.hosts or q.sources)
-
-
-class _Frame:
-    """One frame in a look: its chunk, columns and Records made once, when
-    a subscription first needs them."""
-
-    __slots__ = ("reader", "seg", "entry", "lo", "hi", "_cols", "_read", "_records", "built",
-                 "_audit", "_bloom", "_all")
-
-    def __init__(self, reader: SpoolReader, seg: SegmentReader, entry: IndexEntry, lo: int, hi: int,
-                 bloom: dict[bytes, int]) -> None:
-        self.reader, self.seg, self.entry, self.lo, self.hi = reader, seg, entry, lo, hi
-        self._cols: FrameColumns | None = None
-        self._read = False
-        self._records: dict[int, Record] = {}
-        self.built = 0
-        self._audit: set[int] | None = None
-        self._bloom = bloom
-        self._all: dict[tuple[int, int], Pairs] = {}
-
-    def may_hold_audit(self) -> bool:
-        key = self.seg.keys.bloom_key
-        bits = self._bloom.get(key)
-        if bits is None:
-            bits = self._bloom[key] = app_bloom_bits(key, AUDIT_APP)
-        return self.entry.app_bloom & bits == bits
-
-    def columns(self) -> FrameColumns | None:
-        """The frame's columns; None when it cannot be read (damage, recorded by the reader)."""
-        if not self._read:
-            self._read = True
-            chunk = self.reader.read_chunk(self.seg, self.entry)
-            if chunk is not None:
-                try:
-                    self._cols = FrameColumns(chunk)
-                except ChunkError as exc:
-                    log.warning("http: following: frame at %s:%d: %s", self.seg.path.name,
-                                self.entry.offset, exc)
-        return self._cols
-
-    def audit_idx(self) -> set[int]:
-        """Indices of the frame's audit records (by the source column)."""
-        if self._audit is None:
-            cols = self.columns()
-            self._audit = set()
-            if cols is not None and self.may_hold_audit():
-                strings = cols.strings
-                self._audit = {i for i, s in enumerate(cols.column(SOURCE)) if strings[s] == AUDIT_SOURCE}
-        return self._audit
-
-    def everything(self, lo: int, hi: int) -> Pairs:
-        """Positions lo..hi as (seq, Record) pairs, audit records left out
-        (what a follower of everything is given), made once per range."""
-        key = (lo, hi)
-        pairs = self._all.get(key)
-        if pairs is None:
-            first = self.entry.first_seq
-            idx = list(range(lo - first, hi - first + 1))
-            if self.may_hold_audit():
-                audit = self.audit_idx()
-                idx = [i for i in idx if i not in audit]
-            # (Query.verify passes every record when there is no -p and no -g)
-            pairs = self._all[key] = [(first + i, r) for i, r in zip(idx, self.records(idx))]
-        return pairs
-
-    def records(self, idx: list[int]) -> list[Record]:
-        cols = self.columns()
-        assert cols is not None
-        have = self._records
-        missing = [i for i in idx if i not in have]
-        if missing:
-            for i, record in zip(missing, cols.records(missing, identity=True)):
-                have[i] = record
-            self.built += len(missing)
-        return [have[i] for i in idx]
-
-
-class _Plan:
-    """What one look does for one subscription: the records and gaps it gets."""
-
-    __slots__ = ("sub", "query", "all", "with_audit", "room", "items")
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.query = sub.query
-        self.all = _selects_all(sub.query)
-        self.with_audit = sub.with_audit
-        self.room = sub.room
-        self.items: list[tuple[Pairs, Missed | None]] = []  # in order: records, or a gap
-
-    def gap(self, count: int, first: int, last: int, exact: bool = True) -> None:
-        if count > 0:
-            self.items.append(([], Missed(count, first, last, exact)))
-
-    def give(self, pairs: Pairs) -> None:
-        if not pairs:
-            return
-        room = max(self.room, 0)
-        if len(pairs) > room:
-            lost = pairs[room:]
-            pairs = pairs[:room]
-            if pairs:
-                self.items.append((pairs, None))
-            self.gap(len(lost), lost[0][0], lost[-1][0])
-        else:
-            self.items.append((pairs, None))
-        self.room -= len(pairs)
-
-    def frame(self, fr: _Frame, deliver_from: int, over: bool) -> None:
-        """``deliver_from``: a follower of everything is given the positions
-        after it (the newest of the look); ``over``: the records the look may
-        build are built (a filtered follower, which builds only what it
-        selects, is given records until then)."""
-        if not self.query.frame_test(fr.seg, fr.entry):
-            return  # the index says: nothing of this frame is selected
-        lo, hi = fr.lo, fr.hi
-        if self.all:
-            split = min(max(lo, deliver_from + 1), hi + 1)  # lo..split-1 counted, split..hi delivered
-        else:
-            split = hi + 1 if over else lo
-        if split > lo:
-            self.count(fr, lo, split - 1)
-        if split <= hi:
-            if self.room <= 0:
-                self.count(fr, split, hi)
-            else:
-                self.deliver(fr, split, hi)
-
-    def _candidates(self, fr: _Frame, cols: FrameColumns, lo: int, hi: int) -> tuple[list[int], bool]:
-        first = fr.entry.first_seq
-        q = self.query
-        if self.all:
-            idx, need = list(range(lo - first, hi - first + 1)), False
-        else:
-            if not q.chunk_test(cols.chunk):
-                return [], False
-            idx, need = q.candidates(cols, fr.entry)
-            if lo > first or hi < fr.entry.last_seq:
-                idx = [i for i in idx if lo <= first + i <= hi]
-        if not self.with_audit and idx and fr.may_hold_audit():
-            audit = fr.audit_idx()
-            if audit:
-                idx = [i for i in idx if i not in audit]
-        return idx, need
-
-    def count(self, fr: _Frame, lo: int, hi: int) -> None:
-        """What this subscription would select in lo..hi, as a gap (no Records built)."""
-        if self.all and not fr.may_hold_audit():
-            self.gap(hi - lo + 1, lo, hi)
-            return
-        cols = fr.columns()
-        if cols is None:
-            self.gap(hi - lo + 1, lo, hi, exact=False)
-            return
-        idx, need = self._candidates(fr, cols, lo, hi)
-        if idx:
-            first = fr.entry.first_seq
-            self.gap(len(idx), first + idx[0], first + idx[-1], exact=not need)
-
-    def deliver(self, fr: _Frame, lo: int, hi: int) -> None:
-        cols = fr.columns()
-        if cols is None:
-            self.gap(hi - lo + 1, lo, hi, exact=False)
-            return
-        if self.all:  # the same for every follower of everything: made once
-            self.give(fr.everything(lo, hi))
-            return
-        idx, need = self._candidates(fr, cols, lo, hi)
-        if not idx:
-            return
-        first = fr.entry.first_seq
-        test = self.query.record_test if need else self.query.verify
-        records = fr.records(idx)
-        self.give([(first + i, r) for i, r in zip(idx, records)
-                   if test(r) and not _excluded(r, self.with_audit)])
 
 
 @dataclass
@@ -660,7 +347,7 @@ class Hub:
         for seq, record in iter_selected(reader, query, after_seq=after):
             if seq > until:
                 break
-            if _excluded(record, with_audit):
+            if excluded(record, with_audit):
                 continue
             out.append((seq, record))
             if len(out) >= CATCHUP_STEP:
@@ -677,7 +364,7 @@ class Hub:
                                 max(g.last for g in gaps), False)
         return out, reached, time.thread_time() - t0
 
-    def _look(self, after: int, plans: list[_Plan], allowed: int) -> _Look:
+    def _look(self, after: int, plans: list[LookPlan], allowed: int) -> _Look:
         """One look at the spool after position ``after`` (on a read thread).
 
         What the budget allows (``allowed`` records) is delivered, the newest
@@ -701,7 +388,7 @@ class Hub:
                 first = entry.first_seq
                 if first > end:
                     break
-                fr = _Frame(reader, seg, entry, max(after + 1, first), min(entry.last_seq, end), self._bloom)
+                fr = LookFrame(reader, seg, entry, max(after + 1, first), min(entry.last_seq, end), self._bloom)
                 over = built >= allowed
                 for plan in plans:
                     plan.frame(fr, deliver_from, over)
@@ -720,7 +407,7 @@ class Hub:
                 self._tell_gaps()
                 allowed = self.budget.records_allowed()
             async with self._lock:
-                plans = [_Plan(sub) for sub in self.subscriptions if sub.live]
+                plans = [LookPlan(sub) for sub in self.subscriptions if sub.live]
                 try:
                     look = await self.ctx.read(self._look, self.scanned, plans, allowed)
                 except Exception as exc:  # a damaged frame, a segment gone: said, and tried again
@@ -759,7 +446,7 @@ class Hub:
             if sub._gap is not None and now - sub._gap_since >= GAP_NOTICE_S:
                 sub.wake()
 
-    def _apply(self, plans: list[_Plan]) -> None:
+    def _apply(self, plans: list[LookPlan]) -> None:
         delivered = missed = 0
         for plan in plans:
             sub = plan.sub

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from hostlog.http.follow import AUDIT_SOURCE, FollowersFull, Missed, get_hub, parse_position
+from hostlog.http.follow import FollowersFull, get_hub, parse_position
 from hostlog.http.gatewayd_format import (
     MEDIA_TYPES,
     entries_mode,
@@ -49,6 +49,7 @@ from hostlog.http.gatewayd_format import (
     os_pretty_name,
 )
 from hostlog.http.gatewayd_range import RangeError, parse_range
+from hostlog.http.look import AUDIT_SOURCE, Missed
 from hostlog.http.params import ParamError, query_from_params
 from hostlog.http.server import CTX, HttpContext, Route, note_records
 from hostlog.journal.fields import field_values, is_valid_field_name

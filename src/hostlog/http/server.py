@@ -45,6 +45,7 @@ from aiohttp import web
 from hostlog.agent.control import peer_allowed, supplementary_groups
 from hostlog.config import Config, Endpoint
 from hostlog.http.keys import KeyStore, KeyStoreError, grants, keys_path
+from hostlog.http.look import AUDIT_APP, AUDIT_SOURCE  # (the followers leave these records out)
 from hostlog.record import Columns, Record
 
 log = logging.getLogger("hostlog.http")
@@ -54,8 +55,6 @@ __all__ = ["AUDIT_SOURCE", "CTX", "PRINCIPAL", "HttpContext", "HttpServer", "Pri
 
 T = TypeVar("T")
 
-AUDIT_SOURCE = "audit"
-AUDIT_APP = "hostlog-http"
 READ_THREADS = 2  # the spool readers of every request together; ingest keeps the rest
 _UCRED = struct.Struct("3i")
 

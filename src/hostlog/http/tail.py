@@ -42,7 +42,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hostlog.http.follow import Hub, Missed, Subscription, get_hub, parse_position, position_cursor, start_for_last
+from hostlog.http.follow import Hub, Subscription, get_hub, parse_position, position_cursor, start_for_last
+from hostlog.http.look import Missed
 from hostlog.http.params import ParamError, query_from_params
 from hostlog.http.records import record_json
 from hostlog.http.server import CTX, HttpContext, Route, note_records

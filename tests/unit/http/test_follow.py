@@ -14,16 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.http import tail
+from hostlog.http.budget import Budget
 from hostlog.http.follow import (
-    Budget,
     FollowersFull,
     Hub,
-    Missed,
     Subscription,
     get_hub,
     parse_position,
     start_for_last,
 )
+from hostlog.http.look import Missed
 from hostlog.query.build import build_query
 from hostlog.query.filters import Query
 from hostlog.record import Record

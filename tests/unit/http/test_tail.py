@@ -20,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostlog.http import tail
-from hostlog.http.follow import Budget, Missed, get_hub, position_cursor
+from hostlog.http.budget import Budget
+from hostlog.http.follow import get_hub, position_cursor
 from hostlog.http.keys import KeyStore, keys_path
+from hostlog.http.look import Missed
 from hostlog.http.params import ParamError
 from hostlog.http.records import record_json
 from hostlog.http.tail import (
