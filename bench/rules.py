@@ -52,32 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from syslog_tcp import free_port, send, spool_records, wait_port, wait_until  # noqa: E402
 
-RULES = """
-[[forward]]
-name = "central"
-targets = ["tcp://127.0.0.1:1"]
-
-[[rule]]
-name = "no-debug"
-match = { priority = "debug..debug" }
-drop = true
-
-[[rule]]
-name = "health-checks"
-match = { identifier = "web", grep = "GET /healthz" }
-sample = 100
-
-[[rule]]
-name = "secrets"
-redact = ['(?i)password=\\S+', 'Bearer [A-Za-z0-9._~+/-]+=*']
-
-[[rule]]
-name = "api"
-match = { identifier = "api" }
-parse = "json"
-set = { env = "prod" }
-to = ["central"]
-"""
+# The four [[rule]] tables of docs/rules.md's example, as a user copies them
+# (they send to "central": a [[forward]] of that name, never reached).
+RULES = ('[[forward]]\nname = "central"\ntargets = ["tcp://127.0.0.1:1"]\n\n'
+         + (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+         .split("```toml\n", 1)[1].split("```", 1)[0])
 
 BUILTIN = """
 [[rule]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hostlog.config import ConfigError, parse_config
@@ -9,28 +11,15 @@ from tests.support.config import only_problem, problems_of
 
 FORWARD = '[[forward]]\nname = "central"\ntargets = ["tcp://127.0.0.1:7514"]\n'
 
-ISSUE_EXAMPLE = FORWARD + r"""
-[[rule]]
-name = "no-debug"
-match = { priority = "debug..debug" }
-drop = true
 
-[[rule]]
-name = "health-checks"
-match = { identifier = "web", grep = "GET /healthz" }
-sample = 100
+def _docs_example() -> str:
+    """The first ``toml`` block of docs/rules.md: the example a user copies."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "rules.md").read_text()
+    return text.split("```toml\n", 1)[1].split("```", 1)[0]
 
-[[rule]]
-name = "secrets"
-redact = ['(?i)password=\S+', 'Bearer [A-Za-z0-9._~+/-]+=*']
 
-[[rule]]
-name = "api"
-match = { identifier = "api" }
-parse = "json"
-set = { env = "prod" }
-to = ["central"]
-"""
+# (the docs' example sends to "central": a [[forward]] of that name first)
+ISSUE_EXAMPLE = FORWARD + _docs_example()
 
 
 def test_the_issue_example_is_read_in_file_order() -> None:
