@@ -66,20 +66,17 @@ from typing import Any
 
 import psutil
 
-from hostlog.forward.tls import issue, make_ca, write_pem
-from hostlog.record import Columns, Record
-from hostlog.spool.keys import Keyring
-from hostlog.spool.spool import Spool
-from hostlog.spool.writer import SpoolWriter
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hostlog.forward.tls import issue, make_ca, write_pem  # noqa: E402
+from hostlog.record import Columns, Record  # noqa: E402
+from hostlog.spool.keys import Keyring  # noqa: E402
+from hostlog.spool.spool import Spool  # noqa: E402
+from hostlog.spool.writer import SpoolWriter  # noqa: E402
+from peers import LineCounter, free_port, start_rsyslogd, stop  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "loghub"
 HOSTLOG = [sys.executable, "-m", "hostlog.cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lines() -> list[str]:
@@ -151,26 +148,6 @@ def listening(port: int) -> bool:
         return False
 
 
-class LineCounter:
-    """Lines in a file another process appends to, counted incrementally."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.lines = 0
-
-    def __call__(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return 0
-        self.offset += len(data)
-        self.lines += data.count(b"\n")
-        return self.lines
-
-
 RSYSLOG_CONF = """
 global(workDirectory="{work}")
 module(load="imtcp")
@@ -192,13 +169,7 @@ class Receiver:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, 30)
 
 
 def central_agent(home: Path, certs: dict[str, Path], metrics: int, intake: str) -> subprocess.Popen[bytes]:
@@ -225,9 +196,7 @@ def receiver(via: str, tmp: Path, certs: dict[str, Path]) -> Receiver:
     if via == "syslog":
         work = tmp / "rsyslog"
         work.mkdir()
-        (work / "rsyslog.conf").write_text(RSYSLOG_CONF.format(work=work, port=port))
-        proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "pid")],
-                                stdout=subprocess.DEVNULL, stderr=open(work / "rsyslogd.log", "ab"))
+        proc = start_rsyslogd(work, RSYSLOG_CONF.format(work=work, port=port), work / "rsyslogd.log")
         return Receiver([proc], f'type = "syslog"\ntargets = ["tcp://127.0.0.1:{port}"]',
                         LineCounter(work / "out.log"), lambda: listening(port), proc.pid)
     if via == "otlp":
@@ -290,9 +259,9 @@ def serve_otlp(port: int) -> None:
         runner = aiohttp.web.AppRunner(app, access_log=None, auto_decompress=False)
         await runner.setup()
         await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        await stopping.wait()
         await runner.cleanup()
 
     asyncio.run(serve())
@@ -375,13 +344,8 @@ def run_once(n: int, tmp: Path, via: str = "hostlog") -> dict[str, float]:
                        edge_bytes_per_record=(e_bytes - first[4]) / steady_n)
         return out
     finally:
-        if edge is not None and edge.poll() is None:
-            edge.send_signal(signal.SIGTERM)
-            try:
-                edge.wait(30)
-            except subprocess.TimeoutExpired:
-                edge.kill()
-                edge.wait()
+        if edge is not None:
+            stop(edge, 30)
         recv.stop()
 
 

@@ -132,7 +132,7 @@ def run_agent(data: bytes, expect: int, rules: str) -> tuple[float, float]:
 
 def engine_cost(data: bytes, rules: str) -> float:
     """ns per message of the rule engine alone, in this process (the agent's parser's batches)."""
-    from hostlog.collectors.syslog.parse import parse_columns
+    from hostlog.collectors.syslog.parse_batch import parse_columns
     from hostlog.config import parse_config
     from hostlog.rules import RuleEngine
 

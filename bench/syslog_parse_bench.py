@@ -20,7 +20,7 @@ import statistics
 import time
 
 from hostlog.collectors.syslog.framing import SyslogFramer
-from hostlog.collectors.syslog.parse import parse_messages
+from hostlog.collectors.syslog.parse_batch import parse_messages
 
 BATCH = 512
 

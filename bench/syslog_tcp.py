@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -35,15 +33,15 @@ from pathlib import Path
 
 import psutil
 
-from hostlog.spool.reader import SpoolReader
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hostlog.spool.reader import SpoolReader  # noqa: E402
+from peers import LineCounter, free_port, need_rsyslogd, start_rsyslogd, stop  # noqa: E402
+
+__all__ = ["build_load", "free_port", "run_hostlog", "send", "spool_records", "wait_port",
+           "wait_until"]
 
 SEND_PIECE = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_load(n: int, octet_counting: bool = False) -> bytes:
@@ -99,12 +97,12 @@ def spool_records(spool: Path) -> int:
 SPOOL_BYTES: list[int] = []
 
 
-def run_hostlog(data: bytes, n: int) -> tuple[float, float]:
+def run_hostlog(data: bytes, n: int, extra: str = "") -> tuple[float, float]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         port = free_port()
         conf = Path(d) / "agent.toml"
         conf.write_text(f'[agent]\nstate_dir = "{d}/state"\n[[source]]\ntype = "syslog"\n'
-                        f'listen = ["tcp://127.0.0.1:{port}"]\n')
+                        f'listen = ["tcp://127.0.0.1:{port}"]\n' + extra)
         proc = subprocess.Popen([sys.executable, "-m", "hostlog.cli.main", "agent", "-c", str(conf)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -119,8 +117,7 @@ def run_hostlog(data: bytes, n: int) -> tuple[float, float]:
             cpu = sum(p.cpu_times()[:2]) - cpu0
             SPOOL_BYTES.append(sum(f.stat().st_size for f in spool.rglob("*.seg")))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop(proc)
     return elapsed, cpu
 
 
@@ -132,34 +129,10 @@ action(type="omfile" file="{d}/out.log" template="RSYSLOG_FileFormat")
 """
 
 
-class LineCounter:
-    """Lines in a growing file, reading only what was added since the last call
-    (the clock's poll must not cost the receiver CPU on a 2-core machine)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.lines = 0
-
-    def __call__(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    self.lines += chunk.count(b"\n")
-                    self.offset += len(chunk)
-        except FileNotFoundError:
-            pass
-        return self.lines
-
-
 def run_rsyslog(data: bytes, n: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         port = free_port()
-        conf = Path(d) / "rsyslog.conf"
-        conf.write_text(RSYSLOG_CONF.format(d=d, port=port))
-        proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", f"{d}/pid"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_rsyslogd(Path(d), RSYSLOG_CONF.format(d=d, port=port))
         try:
             wait_port(port, proc)
             p = psutil.Process(proc.pid)
@@ -171,8 +144,7 @@ def run_rsyslog(data: bytes, n: int) -> tuple[float, float]:
             elapsed = time.perf_counter() - t0
             cpu = sum(p.cpu_times()[:2]) - cpu0
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop(proc)
     return elapsed, cpu
 
 
@@ -183,8 +155,7 @@ def main() -> None:
     ap.add_argument("--octet-counting", action="store_true",
                     help="frame the messages with RFC 6587 octet counting instead of LF")
     args = ap.parse_args()
-    if shutil.which("rsyslogd") is None:
-        sys.exit("rsyslogd is needed for the side-by-side run (apt-get install rsyslog)")
+    need_rsyslogd()
     n = args.messages
     data = build_load(n, args.octet_counting)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")

@@ -37,7 +37,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,6 +47,10 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import LineCounter, free_port, need_rsyslogd, start_rsyslogd, stop  # noqa: E402
 
 LOGGEN_PACKAGES = ("syslog-ng-core", "libivykis0", "libnet1")
 
@@ -96,12 +99,6 @@ def send(loggen: Path, env: dict[str, str], port: int, rate: int, seconds: int,
     if not counts:
         raise RuntimeError(f"loggen said no count: {out.stdout!r} {out.stderr!r}")
     return int(counts[-1])
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def udp_drops(port: int) -> int | None:
@@ -191,8 +188,7 @@ def run_hostlog(loggen: Path, env: dict[str, str], rate: int, seconds: int,
                 raise RuntimeError(f"the agent exited with {proc.returncode} during the run:\n"
                                    + (Path(d) / "agent.log").read_text()[-3000:])
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop(proc)
             agent_log.close()
     return Result(sent, stored, counted, kernel, cpu)
 
@@ -209,35 +205,12 @@ action(type="omfile" file="{d}/out.log" template="RSYSLOG_FileFormat")
 RSYSLOG_RCVBUF = ""
 
 
-class LineCounter:
-    """Lines in a growing file, reading only what was added since the last call."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.lines = 0
-
-    def __call__(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    self.lines += chunk.count(b"\n")
-                    self.offset += len(chunk)
-        except FileNotFoundError:
-            pass
-        return self.lines
-
-
 def run_rsyslog(loggen: Path, env: dict[str, str], rate: int, seconds: int,
                 size: int) -> Result:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         port = free_port(socket.SOCK_DGRAM)
-        conf = Path(d) / "rsyslog.conf"
         rcvbuf = f' rcvbufSize="{RSYSLOG_RCVBUF}"' if RSYSLOG_RCVBUF else ""
-        conf.write_text(RSYSLOG_CONF.format(d=d, port=port, rcvbuf=rcvbuf))
-        proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", f"{d}/pid"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_rsyslogd(Path(d), RSYSLOG_CONF.format(d=d, port=port, rcvbuf=rcvbuf))
         try:
             wait_for(lambda: udp_drops(port) is not None, proc)
             p = psutil.Process(proc.pid)
@@ -247,8 +220,7 @@ def run_rsyslog(loggen: Path, env: dict[str, str], rate: int, seconds: int,
             cpu = sum(p.cpu_times()[:2]) - cpu0
             kernel = udp_drops(port)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop(proc)
     return Result(sent, stored, None, kernel, cpu)
 
 
@@ -272,8 +244,8 @@ def main() -> None:
     receivers = [("hostlog", run_hostlog), ("rsyslog", run_rsyslog)]
     if args.only:
         receivers = [r for r in receivers if r[0] == args.only]
-    if any(name == "rsyslog" for name, _ in receivers) and shutil.which("rsyslogd") is None:
-        sys.exit("rsyslogd is needed for the side-by-side run (apt-get install rsyslog)")
+    if any(name == "rsyslog" for name, _ in receivers):
+        need_rsyslogd()
     rmem = Path("/proc/sys/net/core/rmem_default").read_text().strip()
     rmem_max = Path("/proc/sys/net/core/rmem_max").read_text().strip()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "

@@ -59,7 +59,7 @@ def records_of_lines(lines: Iterable[bytes], *, app: str, severity: int, host: s
     """Sample lines as records: syslog messages where they look like one."""
     import time
 
-    from hostlog.collectors.syslog.parse import parse_columns
+    from hostlog.collectors.syslog.parse_batch import parse_columns
 
     now = time.time_ns()
     out: list[Record] = []

@@ -35,6 +35,8 @@ class Counted(enum.Enum):
     AUTH_FAILED = "auth_failed"  # clients that failed the handshake (forward)
     INCOMPLETE = "incomplete"  # connections closed in the middle of a message (forward)
     ACKS = "acks"  # acknowledgements sent to clients (forward)
+    SLOW_BLOCKS = "slow_blocks"  # syslog blocks the compiled splitter left to the Python framer
+    SLOW_MESSAGES = "slow_messages"  # syslog messages a faster parse path left to a slower one
 
 
 #: The events that are records lost, counted in hostlog_records_dropped_total.

@@ -41,7 +41,8 @@
  * Everything else (RFC 3164, a frame the framer cut, other versions, odd
  * PROCIDs, errors of any kind) is left to the Python parser, so what this
  * module accepts it reads exactly as the Python parser does
- * (tests/unit/collectors/test_syslog5424.py holds the two side by side).
+ * (tests/unit/collectors/syslog/test_splitter.py and test_differential.py hold
+ * the two side by side; the limits are grammar.py's, see LIMITS below).
  *
  * recv_datagrams(fd, scratch, slot) is the one function here that does I/O:
  * the datagram listeners' receive (see its comment below).
@@ -107,6 +108,18 @@ clear_cache(TokenCache *c)
 }
 
 /* --- the grammar ------------------------------------------------------------ */
+/* The limits of hostlog.collectors.syslog.grammar (LIMITS there); exported as
+ * LIMITS here, and the tests hold the two to each other. */
+
+#define PRIVAL_MAX 191
+#define HOSTNAME_MAX 255
+#define APP_NAME_MAX 48
+#define PROCID_MAX 128
+#define MSGID_MAX 32
+#define SD_NAME_MAX 32
+#define SECFRAC_DIGITS 6
+#define YEAR_MIN 1900
+#define YEAR_MAX 2190
 
 static inline int is_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
 static inline int is_print(unsigned char ch) { return ch >= 33 && ch <= 126; }
@@ -180,8 +193,8 @@ timestamp(const unsigned char *p, const unsigned char *end, int64_t received_ns,
     if (c < 0 || yy < 0 || mo < 0 || d < 0 || h < 0 || mi < 0 || s < 0)
         return -1;
     int y = c * 100 + yy;
-    /* syslog_time: times (and their differences) must fit int64 ns */
-    if (y < 1900 || y > 2190 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)
+    /* grammar.YEAR_MIN: times (and their differences) must fit int64 ns */
+    if (y < YEAR_MIN || y > YEAR_MAX || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)
             || h > 23 || mi > 59 || s > 59)
         return -1;
     const unsigned char *q = p + 19;
@@ -190,7 +203,7 @@ timestamp(const unsigned char *p, const unsigned char *end, int64_t received_ns,
         int digits = 0;
         q++;
         while (q < end && is_digit(*q)) {
-            if (++digits > 6)
+            if (++digits > SECFRAC_DIGITS)
                 return -1;
             frac = frac * 10 + (*q - '0');
             q++;
@@ -220,7 +233,7 @@ timestamp(const unsigned char *p, const unsigned char *end, int64_t received_ns,
 }
 
 /* PROCID as Record.pid: a plain decimal without leading zeros below 2**31
- * (syslog_parse._pid). Returns the pid, or -1. */
+ * (parse.parse_pid). Returns the pid, or -1. */
 static long
 pid_of(const unsigned char *p, Py_ssize_t n)
 {
@@ -237,7 +250,7 @@ pid_of(const unsigned char *p, Py_ssize_t n)
 
 /* SD-ELEMENTs at p (first byte '['): returns the end, or NULL if they do
  * not parse (the Python parser reports it). The same grammar as
- * syslog_parse._SD_ELEMENT: a PARAM-VALUE ends at the first '"' not
+ * grammar.SD_ELEMENT: a PARAM-VALUE ends at the first '"' not
  * escaped, holds no bare ']', and a backslash escapes any character. */
 static const unsigned char *
 structured_data(const unsigned char *p, const unsigned char *end)
@@ -245,17 +258,17 @@ structured_data(const unsigned char *p, const unsigned char *end)
     while (p < end && *p == '[') {
         p++;
         Py_ssize_t n = 0;
-        while (p + n < end && is_sd_name(p[n]) && n <= 32)
+        while (p + n < end && is_sd_name(p[n]) && n <= SD_NAME_MAX)
             n++;
-        if (n == 0 || n > 32)
+        if (n == 0 || n > SD_NAME_MAX)
             return NULL;
         p += n;
         while (p < end && *p == ' ') {
             p++;
             n = 0;
-            while (p + n < end && is_sd_name(p[n]) && n <= 32)
+            while (p + n < end && is_sd_name(p[n]) && n <= SD_NAME_MAX)
                 n++;
-            if (n == 0 || n > 32 || end - (p + n) < 2 || p[n] != '=' || p[n + 1] != '"')
+            if (n == 0 || n > SD_NAME_MAX || end - (p + n) < 2 || p[n] != '=' || p[n + 1] != '"')
                 return NULL;
             p += n + 2;
             for (;;) {
@@ -310,7 +323,7 @@ row(Batch *b, Py_ssize_t i, const unsigned char *start, const unsigned char *end
             end--;
     }
     const unsigned char *p = start;
-    /* PRI: "<" ("0" / 1-9 *2DIGIT) ">", value <= 191 */
+    /* PRI: "<" ("0" / 1-9 *2DIGIT) ">", value <= PRIVAL_MAX */
     if (end - p < 3 || *p != '<')
         return 1;
     p++;
@@ -320,7 +333,7 @@ row(Batch *b, Py_ssize_t i, const unsigned char *start, const unsigned char *end
         digits++;
         p++;
     }
-    if (digits == 0 || digits > 3 || (digits > 1 && p[-digits] == '0') || pri > 191
+    if (digits == 0 || digits > 3 || (digits > 1 && p[-digits] == '0') || pri > PRIVAL_MAX
             || p >= end || *p != '>')
         return 1;
     p++;
@@ -334,17 +347,17 @@ row(Batch *b, Py_ssize_t i, const unsigned char *start, const unsigned char *end
         return 1;
     p += n + 1;
     const unsigned char *host = p;
-    Py_ssize_t host_n = token(p, end, 255);
+    Py_ssize_t host_n = token(p, end, HOSTNAME_MAX);
     if (host_n < 0)
         return 1;
     p += host_n + 1;
     const unsigned char *app = p;
-    Py_ssize_t app_n = token(p, end, 48);
+    Py_ssize_t app_n = token(p, end, APP_NAME_MAX);
     if (app_n < 0)
         return 1;
     p += app_n + 1;
     const unsigned char *procid = p;
-    Py_ssize_t procid_n = token(p, end, 128);
+    Py_ssize_t procid_n = token(p, end, PROCID_MAX);
     if (procid_n < 0)
         return 1;
     p += procid_n + 1;
@@ -356,7 +369,7 @@ row(Batch *b, Py_ssize_t i, const unsigned char *start, const unsigned char *end
             return 1;  /* kept as a "procid" field: Python's job */
     }
     const unsigned char *msgid = p;
-    Py_ssize_t msgid_n = token(p, end, 32);
+    Py_ssize_t msgid_n = token(p, end, MSGID_MAX);
     if (msgid_n < 0)
         return 1;
     p += msgid_n + 1;
@@ -904,7 +917,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_syslog5424",
-    "RFC 5424 frames to columns, the compiled half of syslog_parse_batch.", -1, methods,
+    "RFC 5424 frames to columns, the compiled half of hostlog.collectors.syslog.parse_batch.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -915,6 +928,19 @@ PyInit__syslog5424(void)
     /* the socket option recv_datagrams reads, for the collector to set
      * (the socket module does not name it) */
     if (m != NULL && PyModule_AddIntConstant(m, "SO_RXQ_OVFL", SO_RXQ_OVFL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (m == NULL)
+        return NULL;
+    /* the grammar's limits as this file has them (grammar.LIMITS: the same names) */
+    PyObject *limits = Py_BuildValue(
+        "{sisisisisisisisisi}", "PRIVAL", PRIVAL_MAX, "HOSTNAME", HOSTNAME_MAX,
+        "APP-NAME", APP_NAME_MAX, "PROCID", PROCID_MAX, "MSGID", MSGID_MAX,
+        "SD-NAME", SD_NAME_MAX, "TIME-SECFRAC", SECFRAC_DIGITS, "YEAR-MIN", YEAR_MIN,
+        "YEAR-MAX", YEAR_MAX);
+    if (limits == NULL || PyModule_AddObject(m, "LIMITS", limits) < 0) {
+        Py_XDECREF(limits);
         Py_DECREF(m);
         return NULL;
     }

@@ -22,6 +22,8 @@ from datetime import date
 from enum import Enum
 from typing import Final
 
+from hostlog.collectors.syslog.grammar import YEAR_MAX, YEAR_MIN
+
 __all__ = ["CLOCK", "MISS", "NS", "Miss", "SyslogClock", "clear_time_caches", "utc_second"]
 
 NS = 1_000_000_000
@@ -48,16 +50,9 @@ def _cached(cache: dict[str, int | None], key: str,
     return value
 
 
-# Record.ts is epoch ns in a signed 64-bit integer, and a chunk stores the
-# differences between neighbouring records' times, which must fit too
-# (docs/format.md): so any two times must lie within 292 years. A date
-# outside 1900-2190 is no such time here (a parse error that keeps the raw
-# message), never a record the spool cannot encode.
-_YEAR_MIN, _YEAR_MAX = 1900, 2190
-
-
 def _valid_date(y: int, m: int, d: int) -> bool:
-    return (_YEAR_MIN <= y <= _YEAR_MAX and 1 <= m <= 12
+    # (why these years: grammar.py, YEAR_MIN)
+    return (YEAR_MIN <= y <= YEAR_MAX and 1 <= m <= 12
             and 1 <= d <= calendar.monthrange(y, m)[1])
 
 

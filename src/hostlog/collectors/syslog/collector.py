@@ -1,8 +1,11 @@
 """The syslog collector: UDP, TCP, TLS (RFC 5425) and unix socket listeners.
 
 The I/O half only. Framing (RFC 6587) and parsing (RFC 5424 / RFC 3164) are
-the sans-IO modules ``framing`` and ``parse``; this module feeds
-them bytes and hands what they return to the sink as batches:
+the sans-IO modules ``framing``, ``parse`` (one message) and ``parse_batch``
+(batches, the entry points used here); this module feeds them bytes and
+hands what they return to the sink as batches (what a faster parse path
+leaves to a slower one it counts as its ``slow_blocks`` and ``slow_messages``
+events, see :meth:`SyslogCollector.slow_path`):
 
 * UDP and unix datagrams: read in batches (``recvmmsg`` in the compiled
   helper, see ``syslog_datagram``), each sender's datagrams of one wake-up
@@ -42,7 +45,7 @@ from hostlog.collectors.syslog.framing import (
     SyslogFramer,
     TruncatedFrame,
 )
-from hostlog.collectors.syslog.parse import parse_block, parse_columns
+from hostlog.collectors.syslog.parse_batch import SLOW_KINDS, parse_block, parse_columns
 from hostlog.errors import SinkError
 from hostlog.record import Columns, Record
 
@@ -149,12 +152,26 @@ class SyslogCollector:
         self.sink_dropped: dict[str, int] = {}
         self.connections: set[_StreamReceiver] = set()
         self.unix_paths: list[Path] = []
+        self.slow_kinds: set[str] = set()  # the kinds of slow_path() already logged
+
+    def slow_path(self, kind: str, n: int) -> None:
+        """The parser's ``slow`` callback: ``n`` inputs of ``kind`` a faster
+        parse path left to a slower one (by design, not a failure: nothing
+        is lost). Counted as the collector's events; each kind logged once."""
+        self.context.count(self.name, Counted.SLOW_BLOCKS if kind == "block"
+                           else Counted.SLOW_MESSAGES, n)
+        if kind not in self.slow_kinds:
+            self.slow_kinds.add(kind)
+            log.info("syslog source %s: %s (counted in hostlog_collector_events_total, event %s)",
+                     self.name, SLOW_KINDS.get(kind, kind),
+                     "slow_blocks" if kind == "block" else "slow_messages")
 
     def parse(self, frames: list[bytes], peer: str | None) -> Columns:
         # a frame the framer cut at max_message is a TruncatedFrame, and the
         # parser marks its record fields["truncated"] = "true"
         return self._admit(parse_columns(frames, received_ns=time.time_ns(),
-                                         default_host=self.context.hostname, peer=peer), peer)
+                                         default_host=self.context.hostname, peer=peer,
+                                         slow=self.slow_path), peer)
 
     def parse_stream(self, frames: list[bytes], framer: SyslogFramer,
                      peer: str | None) -> Columns | None:
@@ -163,22 +180,24 @@ class SyslogCollector:
         if not frames:
             return None
         now, host, batches, loose = time.time_ns(), self.context.hostname, [], []
+        slow = self.slow_path
         for frame in frames:
             if type(frame) is LineBlock or type(frame) is OctetBlock:
                 batch = parse_block(frame, received_ns=now, default_host=host, peer=peer,
-                                    max_message=self.max_message)
+                                    max_message=self.max_message, slow=slow)
                 if batch is None:
                     loose += framer.split_block(frame)
                     continue
                 if loose:
                     batches.append(parse_columns(loose, received_ns=now, default_host=host,
-                                                 peer=peer))
+                                                 peer=peer, slow=slow))
                     loose = []
                 batches.append(batch)
             else:
                 loose.append(frame)
         if loose:
-            batches.append(parse_columns(loose, received_ns=now, default_host=host, peer=peer))
+            batches.append(parse_columns(loose, received_ns=now, default_host=host, peer=peer,
+                                         slow=slow))
         if not batches:
             return None
         batch = batches[0]
@@ -263,19 +282,21 @@ class SyslogCollector:
         batch = None
         if not truncated:
             batch = parse_block(OctetBlock(block), received_ns=now, default_host=host,
-                                peer=peer, max_message=max_message)
+                                peer=peer, max_message=max_message, slow=self.slow_path)
         if batch is None:
             frames = SyslogFramer(max_message).split_block(OctetBlock(block))
             for i in truncated:  # the kernel cut it at max_message
                 frames[i] = TruncatedFrame(frames[i])
-            batch = parse_columns(frames, received_ns=now, default_host=host, peer=peer)
+            batch = parse_columns(frames, received_ns=now, default_host=host, peer=peer,
+                                  slow=self.slow_path)
         return self._admit(batch, peer)
 
     def _unparsed_datagrams(self, block: bytes, exc: Exception, peer: str | None) -> Columns:
         """Each datagram of a block as a record with a parse error."""
         try:
             frames = SyslogFramer(max(1, len(block))).split_block(OctetBlock(block))
-        except Exception:  # (the block's form is ours: this is not expected to fail)
+        except Exception as exc2:  # (the block's form is ours: this is not expected to fail)
+            self.context.error(self.name, "parse_split", exc2)
             frames = [block]
         batch = self.unparsed(frames[0], exc, peer) if frames else Columns.empty()
         for frame in frames[1:]:

@@ -212,7 +212,7 @@ class SyslogFramer:
         """:meth:`feed`, except that a run of complete frames may come back
         as one :class:`LineBlock` or :class:`OctetBlock` (the bytes of those
         frames as they came, in one piece), for a parser that reads frames in
-        place (:func:`hostlog.collectors.syslog.parse.parse_block`);
+        place (:func:`hostlog.collectors.syslog.parse_batch.parse_block`);
         :meth:`split_block` makes of a block the frames :meth:`feed` would
         have returned. The framer's state is the same either way.
 

@@ -17,19 +17,17 @@ message):
   whole RFC 5424 HEADER and ``<PRI>Mmm dd hh:mm:ss``. Their character classes
   never overlap the separating space, so they do not backtrack. Everything
   else (RFC 3164 with ISO time, no PRI, bad PRI, broken RFC 5424) takes a
-  slower path that is still linear.
+  slower path that is still linear. Every regex is built in
+  :mod:`hostlog.collectors.syslog.grammar`, from the one declaration of the
+  fields and their limits.
 * Timestamps become epoch ns by arithmetic on a cached base per second (UTC)
   or per minute (local time), never a datetime object per message
   (:mod:`hostlog.collectors.syslog.clock`).
-* A batch (:func:`parse_messages`) of the common shapes is read without a
-  Python loop per message (:mod:`hostlog.collectors.syslog.parse_batch`):
-  one ``re.split`` over the batch joined by LF cuts every line into its
-  parts, and each column (times, hosts, pids, ...) is built by C-level
-  ``map`` calls over per-batch lookup tables. A line the
-  batch regex does not take whole, and anything unusual (a frame the framer
-  cut, a date that does not exist, SD that does not parse), is parsed by
-  :func:`parse_message`, so a batch gives exactly the records
-  ``[parse_message(raw) for raw in raws]`` would give, only faster.
+* Batches (``parse_messages``, ``parse_columns``, ``parse_block``) are read
+  by :mod:`hostlog.collectors.syslog.parse_batch`, which hands every message
+  it does not read itself to :func:`parse_safe` here, so a batch gives
+  exactly the records ``[parse_message(raw) for raw in raws]`` would give.
+  This module does not import that one: the import graph stays one way.
 """
 
 from __future__ import annotations
@@ -40,63 +38,31 @@ from typing import cast
 
 from hostlog.collectors.syslog.clock import CLOCK, clear_time_caches
 from hostlog.collectors.syslog.framing import TruncatedFrame
-from hostlog.record import Columns, Fields, Record
+from hostlog.collectors.syslog.grammar import (
+    BSD_TS,
+    HEADER5424,
+    HEADERLESS_TAG,
+    ISO_TS,
+    PRI_ONLY,
+    PRIVAL_MAX,
+    RFC3164,
+    RFC5424,
+    SD_ELEMENT,
+    SD_PARAM,
+    SD_UNESCAPE,
+    VERSION_START,
+)
+from hostlog.record import Fields, Record
 
-__all__ = ["SD_NAME", "clear_time_caches", "parse_block", "parse_columns", "parse_message", "parse_messages",
-           "parse_pid", "parse_safe", "structured_data"]
+__all__ = ["FALLBACKS", "Fallbacks", "clear_time_caches", "parse_message", "parse_pid", "parse_safe",
+           "structured_data"]
 
-# RFC 5424 section 6 ABNF, one match for the whole HEADER plus the SP before
-# STRUCTURED-DATA:
-#   HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
-#   PRIVAL = 1*3DIGIT ; VERSION = NONZERO-DIGIT 0*2DIGIT
-#   TIMESTAMP = NILVALUE / FULL-DATE "T" FULL-TIME ; TIME-SECFRAC = "." 1*6DIGIT
-#   TIME-OFFSET = "Z" / TIME-NUMOFFSET ; HOSTNAME = NILVALUE / 1*255PRINTUSASCII
-#   APP-NAME = 1*48PRINTUSASCII ; PROCID = 1*128 ; MSGID = 1*32 (or NILVALUE)
-_PRI = r"<(0|[1-9][0-9]{0,2})>"  # "<00>", "<002>" are not PRIs (section 6.2.1)
-_TS5424 = (r"-|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-           r"(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
-_HEADER_FIELDS = r"([!-~]{1,255}) ([!-~]{1,48}) ([!-~]{1,128}) ([!-~]{1,32}) "
-_RFC5424 = re.compile(_PRI + r"([1-9][0-9]{0,2}) (" + _TS5424 + r") " + _HEADER_FIELDS)
-
-# RFC 5424 section 6.3: SD-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34.
-# PARAM-VALUE: '"', '\' and ']' MUST be escaped (6.3.3); any other backslash
-# pair is kept as it is, so "\\." accepts it and _SD_UNESCAPE leaves it alone.
-SD_NAME = r'[!#-<>-\\^-~]{1,32}'
-_SD_VALUE = r'[^"\\\]]*(?:\\.[^"\\\]]*)*'
-_SD_ELEMENT = re.compile(r'\[(' + SD_NAME + r')((?: ' + SD_NAME + r'="' + _SD_VALUE
-                         + r'")*)\]', re.S)
-_SD_PARAM = re.compile(r' (' + SD_NAME + r')="(' + _SD_VALUE + r')"', re.S)
-_SD_UNESCAPE = re.compile(r'\\([\\"\]])')
-
-# RFC 3164 section 4.1.2: TIMESTAMP = "Mmm dd hh:mm:ss" (day padded with a
-# space). Real senders add: upper-case months, an unpadded day, a year after
-# the day ("Mar  7 2008 19:06:53"), fractions of a second. Group 1 is the
-# part up to the minute: it is the time cache key.
-_BSD = (r"((?:[A-Za-z]{3}) {1,2}[0-9]{1,2} (?:[0-9]{4} )?[0-9]{2}:[0-9]{2})"
-        r":([0-9]{2})(?:\.([0-9]{1,6}))?(?: |$)")
-_RFC3164 = re.compile(_PRI + _BSD)
-_BSD_TS = re.compile(_BSD)
-# rsyslog's RFC 3339 flavour of RFC 3164 (RSYSLOG_ForwardFormat); no zone
-# means local time, like the BSD form.
-_ISO_TS = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}):([0-9]{2})"
-                     r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:?[0-9]{2})?(?: |$)")
-_PRI_ONLY = re.compile(_PRI)
-# A TAG at the start of a MSG without HEADER: a first word (up to a blank,
-# journald's WHITESPACE) that ends with ":", and the one blank after it.
-_HEADERLESS_TAG = re.compile(r"([^ \t\n\r]*):(?:[ \t\n\r]|\Z)")
-# After PRI, a VERSION and SP (or the end) means the sender meant RFC 5424.
-# A longer digit run is RFC 3164 content ("<0>1990 Oct 22 ...", RFC 3164 5.4).
-_VERSION_START = re.compile(r"[1-9][0-9]{0,2}(?: |$)")
-_DIAG = (("VERSION", re.compile(r"[1-9][0-9]{0,2}")), ("TIMESTAMP", re.compile(_TS5424)),
-         ("HOSTNAME", re.compile(r"[!-~]{1,255}")), ("APP-NAME", re.compile(r"[!-~]{1,48}")),
-         ("PROCID", re.compile(r"[!-~]{1,128}")), ("MSGID", re.compile(r"[!-~]{1,32}")))
-
-#: Smaller batches go message by message: the batch set-up would cost more.
-_BATCH_MIN = 8
-
-
+#: The HEADER fields in order, each with its own regex: the diagnostics name
+#: the first that does not match.
+_DIAG = tuple((f.name, f.regex) for f in HEADER5424)
 
 _log = logging.getLogger("hostlog.syslog")
+
 
 class Fallbacks:
     """Times a faster parse path failed with an unexpected error and the
@@ -118,85 +84,22 @@ class Fallbacks:
 #: The process's fallback counts (one parser per process; tests read it).
 FALLBACKS = Fallbacks()
 
+
 def parse_message(raw: bytes, *, received_ns: int, default_host: str = "",
                   peer: str | None = None) -> Record:
     """Parse one syslog message; never raises (see the module docstring)."""
     return parse_safe(raw, received_ns, default_host, peer)
 
 
-def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "",
-                   peer: str | None = None) -> list[Record]:
-    """Parse a batch that arrived together; all share ``received_ns``.
-
-    The result is ``[parse_message(raw, ...) for raw in raws]``; batches of
-    the common shapes take the batch path (see the module docstring).
-    """
-    if len(raws) >= _BATCH_MIN:
-        # Imported here, not at the top of this module: parse_batch
-        # imports this module (parse_safe, structured_data, ...), so this
-        # edge is deferred to call time to keep the import graph acyclic
-        # whichever module is imported first (a bottom-of-module import would
-        # fail if parse_batch were imported first). After the first
-        # call it costs a sys.modules lookup per batch.
-        from hostlog.collectors.syslog.parse_batch import _parse_batch
-
-        try:
-            recs = _parse_batch(raws, received_ns, default_host, peer)
-        except Exception as exc:  # a bug in the batch path must not lose messages
-            FALLBACKS.note("batch", exc)
-            recs = None
-        if recs is not None:
-            return recs
-    return [parse_safe(raw, received_ns, default_host, peer) for raw in raws]
-
-
-def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = "",
-                  peer: str | None = None) -> Columns:
-    """:func:`parse_messages` as :class:`~hostlog.record.Columns`: what the
-    collector hands the spool. RFC 5424 batches are read by the compiled
-    splitter without an object per message (``parse_batch``)."""
-    if len(raws) >= _BATCH_MIN:
-        from hostlog.collectors.syslog.parse_batch import _parse_columns
-
-        try:
-            columns = _parse_columns(raws, received_ns, default_host, peer)
-        except Exception as exc:  # a bug in the batch path must not lose messages
-            FALLBACKS.note("columns", exc)
-            columns = None
-        if columns is not None:
-            return columns
-    return Columns.of(parse_messages(raws, received_ns=received_ns, default_host=default_host,
-                                     peer=peer))
-
-
-
-def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
-                peer: str | None = None, max_message: int = 65536) -> Columns | None:
-    """The frames of a block (a :class:`~hostlog.collectors.syslog.framing.LineBlock`
-    or :class:`~hostlog.collectors.syslog.framing.OctetBlock` from
-    ``SyslogFramer.feed_blocks``) as :class:`~hostlog.record.Columns`, read
-    without a bytes object per frame; or None when the block is not for this
-    path (RFC 3164, a NUL or a line over ``max_message`` in a LineBlock, no
-    compiled splitter): then ``parse_columns`` of the framer's
-    ``split_block`` reads it. The same records either way."""
-    from hostlog.collectors.syslog.parse_batch import _parse_block
-
-    try:
-        return _parse_block(block, received_ns, default_host, peer, max_message)
-    except Exception as exc:  # a bug in the batch path must not lose messages
-        FALLBACKS.note("block", exc)
-        return None
-
-
-def parse_safe(raw: bytes, received_ns: int, default_host: str,
-                peer: str | None) -> Record:
+def parse_safe(raw: bytes, received_ns: int, default_host: str, peer: str | None) -> Record:
+    """:func:`parse_message` with positional arguments (the batch paths call it per message)."""
     try:
         rec = _parse(raw, received_ns, default_host)
     except Exception as exc:  # a parser bug must not lose the message or stop the collector
         FALLBACKS.note("message", exc)
         try:
             whole: str | bytes = raw.decode()
-        except Exception:
+        except UnicodeDecodeError:
             whole = bytes(raw)
         rec = _unparsed(whole, received_ns, default_host, None,
                         f"internal error: {type(exc).__name__}")
@@ -218,18 +121,18 @@ def _parse(raw: bytes, received_ns: int, default_host: str) -> Record:
         text = raw.decode("utf-8", "surrogateescape")
         clean = False
 
-    m = _RFC5424.match(text)
+    m = RFC5424.match(text)
     if m is not None:
         pri = int(m[1])
-        if pri <= 191:
+        if pri <= PRIVAL_MAX:
             rec = _rfc5424(text, clean, m, pri, received_ns, default_host)
             if rec is not None:
                 return rec
         return _slow(raw, text, clean, received_ns, default_host)
-    m = _RFC3164.match(text)
+    m = RFC3164.match(text)
     if m is not None:
         pri = int(m[1])
-        if pri <= 191:
+        if pri <= PRIVAL_MAX:
             ts = CLOCK.bsd_ns(m[2], m[3], m[4], received_ns)
             if ts is not None:
                 return _rfc3164(text, clean, m.end(), pri, ts, default_host)
@@ -242,8 +145,8 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
     whole = text if clean else raw  # what an error record keeps
     if not text:
         return _unparsed(whole, received_ns, default_host, None, "empty message")
-    pm = _PRI_ONLY.match(text)
-    if pm is None or int(pm[1]) > 191:
+    pm = PRI_ONLY.match(text)
+    if pm is None or int(pm[1]) > PRIVAL_MAX:
         if text[0] == "<":
             # RFC 3164 4.3.3: an unidentifiable PRI -> PRI 13 and the whole
             # packet is CONTENT.
@@ -251,14 +154,14 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
         pri, p = None, 0  # no PRI: RFC 3164 4.3.3 (user.notice is assumed below)
     else:
         pri, p = int(pm[1]), pm.end()
-        if _VERSION_START.match(text, p):
+        if VERSION_START.match(text, p):
             return _unparsed(whole, received_ns, default_host, pri,
                              "rfc5424: " + _diagnose5424(text, p))
 
-    m = _BSD_TS.match(text, p)
+    m = BSD_TS.match(text, p)
     ts = CLOCK.bsd_ns(m[1], m[2], m[3], received_ns) if m is not None else None
     if ts is None:
-        m = _ISO_TS.match(text, p)
+        m = ISO_TS.match(text, p)
         if m is not None:
             ts = CLOCK.iso_ns(m)
     if ts is not None and m is not None:  # (m is the match ts was read from)
@@ -276,7 +179,7 @@ def _slow(raw: bytes, text: str, clean: bool, received_ns: int,
     pid: int | None
     fields: Fields
     app, pid, fields = "", None, {}
-    m = _HEADERLESS_TAG.match(text, p)
+    m = HEADERLESS_TAG.match(text, p)
     if m is not None:
         app, pid, fields = _tag(m[1], clean)
         p = m.end()  # one blank after the TAG is no CONTENT (journald skips one)
@@ -334,7 +237,7 @@ def structured_data(text: str, p: int, fields: Fields, clean: bool) -> int:
     """Parse SD-ELEMENTs at ``p`` into ``fields``; return the end, or -1 if invalid."""
     seen = set()
     while True:
-        m = _SD_ELEMENT.match(text, p)
+        m = SD_ELEMENT.match(text, p)
         if m is None:
             return -1
         sd_id = m[1]
@@ -347,9 +250,9 @@ def structured_data(text: str, p: int, fields: Fields, clean: bool) -> int:
             fields["sd." + sd_id] = ""  # an element without params still says something
         else:
             prefix = "sd." + sd_id + "."
-            for name, value in _SD_PARAM.findall(params):
+            for name, value in SD_PARAM.findall(params):
                 if "\\" in value:
-                    value = _SD_UNESCAPE.sub(r"\1", value)
+                    value = SD_UNESCAPE.sub(r"\1", value)
                 val: str | bytes = value if clean else _restore(value)
                 key = prefix + name
                 old = fields.get(key)
@@ -474,7 +377,7 @@ def _diagnose5424(text: str, p: int) -> str:
     q = p + 1 if text.startswith("-", p) else p
     seen: set[str] = set()
     while q == p or text.startswith("[", q):
-        m = _SD_ELEMENT.match(text, q)
+        m = SD_ELEMENT.match(text, q)
         if m is None:
             return f"bad STRUCTURED-DATA at byte {_at(text, q)}"
         if m[1] in seen:

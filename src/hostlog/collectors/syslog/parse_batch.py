@@ -1,31 +1,138 @@
-"""The batch path of :func:`hostlog.collectors.syslog.parse.parse_messages`.
+"""Batches of syslog messages: the batch paths, and the three entry points.
 
-:func:`_parse_batch` reads a batch of the common RFC 5424 / RFC 3164 shapes
-without a Python loop per message, and gives exactly the records
-``[parse_message(raw) for raw in raws]`` would give. It hands every message
-it does not read itself to the per-message parser of
-:mod:`hostlog.collectors.syslog.parse`, and takes its time bases from
-:mod:`hostlog.collectors.syslog.clock`. This module imports both;
-``parse`` imports this one only when ``parse_messages`` is called.
+:func:`parse_messages` (records), :func:`parse_columns` (columns, what the
+collector hands the spool) and :func:`parse_block` (the frames of a framer
+block, read in place) give exactly the records
+``[parse_message(raw) for raw in raws]`` would give, only faster:
+
+* the compiled splitter (``_syslog5424.split`` and ``split_block``) reads
+  RFC 5424 frames straight into columns;
+* the batch regexes of :mod:`hostlog.collectors.syslog.grammar` read a batch
+  of the common RFC 5424 / RFC 3164 shapes without a Python loop per message;
+* whatever either leaves goes to the per-message parser of
+  :mod:`hostlog.collectors.syslog.parse`.
+
+Each step down is a fallback. One that happens because a faster path
+*failed* (raised: a bug) is counted in ``parse.FALLBACKS`` and exported as an
+error; one that happens by design (a frame the faster path does not take:
+RFC 3164, a cut frame, a PROCID that is no pid, ...) is reported to the
+caller's ``slow`` callback, ``slow(kind, n)``: the collector counts those
+as its events (``slow_blocks``, ``slow_messages``) and logs each kind once.
+This module imports ``parse`` (and ``clock``, ``framing``, ``grammar``);
+none of them imports this one.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from itertools import repeat
 from operator import add
 from typing import Any, cast
 
 from hostlog.collectors.syslog.clock import CLOCK, MISS, NS, Miss
 from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import SD_NAME, parse_pid, parse_safe, structured_data
+from hostlog.collectors.syslog.grammar import (
+    SNIFF5424,
+    SPLIT3164,
+    SPLIT3164_GROUPS,
+    SPLIT5424,
+    SPLIT5424_GROUPS,
+)
+from hostlog.collectors.syslog.parse import FALLBACKS, parse_pid, parse_safe, structured_data
 from hostlog.record import Columns, Fields, FieldValue, Record
 
 try:  # the compiled half (setup.py builds it; without a compiler, Python reads every batch)
     from hostlog.collectors.syslog import _syslog5424 as _syslog5424
 except ImportError:  # pragma: no cover - tested where the extension is built
     _syslog5424 = None
+
+__all__ = ["BATCH_MIN", "SLOW_KINDS", "PidTable", "Slow", "parse_block", "parse_columns",
+           "parse_messages"]
+
+#: Smaller batches go message by message: the batch set-up would cost more.
+BATCH_MIN = 8
+
+#: ``slow(kind, n)``: ``n`` inputs of ``kind`` a faster path left to a slower
+#: one: "block" (a block left to the framer's split_block; n = 1), "columns"
+#: (frames the compiled splitter left to the batch regexes, or all of them
+#: when it is not built), "frame" (frames it left to parse_message), "batch"
+#: (a batch the batch regexes left to parse_message) and "line" (lines they
+#: left to parse_message).
+Slow = Callable[[str, int], None]
+
+#: What each kind of ``slow`` means, as the collector logs it once.
+SLOW_KINDS = {
+    "block": "a block the compiled splitter does not take (RFC 3164, a NUL, a line over "
+             "max_message) is framed by the Python framer",
+    "columns": "frames the compiled splitter does not take (mostly not RFC 5424, or the splitter "
+               "is not built) are read by the Python batch regexes",
+    "frame": "frames the compiled splitter does not take (another VERSION, a PROCID that is no "
+             "pid, not UTF-8, an error) are parsed one by one",
+    "batch": "a batch the batch regexes cannot read (a NUL or an LF inside a message, not UTF-8) "
+             "is parsed one by one",
+    "line": "lines the batch regexes do not take whole (an unusual shape, an error) are parsed "
+            "one by one",
+}
+
+
+def parse_messages(raws: list[bytes], *, received_ns: int, default_host: str = "",
+                   peer: str | None = None, slow: Slow | None = None) -> list[Record]:
+    """Parse a batch that arrived together; all share ``received_ns``.
+
+    The result is ``[parse_message(raw, ...) for raw in raws]``; batches of
+    the common shapes take the batch path (see the module docstring).
+    """
+    if len(raws) >= BATCH_MIN:
+        try:
+            recs = _parse_batch(raws, received_ns, default_host, peer, slow)
+        except Exception as exc:  # a bug in the batch path must not lose messages
+            FALLBACKS.note("batch", exc)
+            recs = None
+        if recs is not None:
+            return recs
+        if slow is not None:
+            slow("batch", len(raws))
+    return [parse_safe(raw, received_ns, default_host, peer) for raw in raws]
+
+
+def parse_columns(raws: list[bytes], *, received_ns: int, default_host: str = "",
+                  peer: str | None = None, slow: Slow | None = None) -> Columns:
+    """:func:`parse_messages` as :class:`~hostlog.record.Columns`: what the
+    collector hands the spool. RFC 5424 batches are read by the compiled
+    splitter without an object per message."""
+    if len(raws) >= BATCH_MIN:
+        try:
+            columns = _parse_columns(raws, received_ns, default_host, peer, slow)
+        except Exception as exc:  # a bug in the batch path must not lose messages
+            FALLBACKS.note("columns", exc)
+            columns = None
+        if columns is not None:
+            return columns
+        if slow is not None:
+            slow("columns", len(raws))
+    return Columns.of(parse_messages(raws, received_ns=received_ns, default_host=default_host,
+                                     peer=peer, slow=slow))
+
+
+def parse_block(block: bytes, *, received_ns: int, default_host: str = "",
+                peer: str | None = None, max_message: int = 65536,
+                slow: Slow | None = None) -> Columns | None:
+    """The frames of a block (a :class:`~hostlog.collectors.syslog.framing.LineBlock`
+    or :class:`~hostlog.collectors.syslog.framing.OctetBlock` from
+    ``SyslogFramer.feed_blocks``) as :class:`~hostlog.record.Columns`, read
+    without a bytes object per frame; or None when the block is not for this
+    path (RFC 3164, a NUL or a line over ``max_message`` in a LineBlock, no
+    compiled splitter): then ``parse_columns`` of the framer's
+    ``split_block`` reads it. The same records either way."""
+    try:
+        columns = _parse_block(block, received_ns, default_host, peer, max_message, slow)
+    except Exception as exc:  # a bug in the batch path must not lose messages
+        FALLBACKS.note("block", exc)
+        return None
+    if columns is None and slow is not None:
+        slow("block", 1)
+    return columns
+
 
 # --- batches ---------------------------------------------------------------
 # parse_messages() joins a batch with LF (trailers stripped as parse_message
@@ -44,30 +151,6 @@ except ImportError:  # pragma: no cover - tested where the extension is built
 # same meaning (tests/unit/collectors/syslog/test_parse_batch.py holds batches
 # to parse_message, field order included).
 
-_FAST_PRI = r"<(1[0-8][0-9]|19[01]|[1-9][0-9]?|0)>"  # 0..191, no leading zero (6.2.1)
-# RFC 5424 with VERSION 1 and a TIMESTAMP; STRUCTURED-DATA is captured whole
-# and parsed per message (only where it is not "-"). No class matches LF, so
-# a match never spans two lines.
-_SD_VALUE_LINE = r'[^"\\\]\n]*(?:\\[^\n][^"\\\]\n]*)*'
-_SD_ELEMENT_LINE = (r'\[' + SD_NAME + r'(?: ' + SD_NAME + r'="' + _SD_VALUE_LINE + r'")*\]')
-_SPLIT5424 = re.compile(
-    r"\n" + _FAST_PRI + r"1 "
-    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2}) "
-    r"([!-~]{1,255}) ([!-~]{1,48}) ([!-~]{1,128}) ([!-~]{1,32}) "
-    r"(-|(?:" + _SD_ELEMENT_LINE + r")+)(?: \ufeff?|(?=\n)|\Z)")
-_GROUPS5424 = 9
-# RFC 3164 with PRI, a BSD TIMESTAMP, a HOSTNAME or none, and a TAG
-# "name:", "name[pid]:" or "name[pid]". HOSTNAME and TAG name hold no ":",
-# "[" or "]", so a word the per-message rules read as a TAG is never taken
-# for a HOSTNAME here, and the reverse.
-_SPLIT3164 = re.compile(
-    r"\n" + _FAST_PRI + r"([A-Za-z]{3} {1,2}[0-9]{1,2} (?:[0-9]{4} )?[0-9]{2}:[0-9]{2})"
-    r":([0-9]{2})(?:\.([0-9]{1,6}))? (?:([^ \n:\[\]]+) )?([^ \n:\[\]]+)"
-    r"(?:\[([1-9][0-9]{0,8}|0)\]:?|:)(?: |(?=\n)|\Z)")
-_GROUPS3164 = 7
-_SNIFF5424 = re.compile(r"\n<[0-9]{1,3}>[1-9]")
-
 _SEVERITY = {str(p): p & 7 for p in range(192)}
 _FACILITY = {str(p): p >> 3 for p in range(192)}
 _SECOND_NS = {"%02d" % s: s * NS for s in range(60)}
@@ -75,7 +158,6 @@ _NONE_EMPTY: dict[str | None, str] = {None: ""}
 _TRAILERS = (b"\n", b"\x00")
 _NO_PID = {None: None, "-": None}
 _PID_CACHE_MAX = 16384  # PROCID texts: a busy host has a few thousand processes
-_pids: dict[str | None, int | None] = dict(_NO_PID)  # PROCID text -> pid (None: no pid)
 #: fractions of 1 to 3 digits (and none) -> ns
 _FRAC_MS: dict[str | None, int] = {None: 0, **{f"{v:0{n}d}": v * 10 ** (9 - n)
                                               for n in (1, 2, 3) for v in range(10 ** n)}}
@@ -92,7 +174,7 @@ def _frac_ns(fracs: list[str | None]) -> Iterator[int]:
 
 
 def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
-                 peer: str | None) -> list[Record] | None:
+                 peer: str | None, slow: Slow | None = None) -> list[Record] | None:
     """The batch path of parse_messages; None: parse message by message."""
     kinds = set(map(type, raws))
     if not kinds <= {bytes, TruncatedFrame}:
@@ -109,12 +191,12 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
         text = "\n" + joined.decode()
     except UnicodeDecodeError:
         return None
-    if _SNIFF5424.match(text):
-        stride = _GROUPS5424 + 1
-        parts = _SPLIT5424.split(text)
+    if SNIFF5424.match(text):
+        stride = SPLIT5424_GROUPS + 1
+        parts = SPLIT5424.split(text)
     else:
-        stride = _GROUPS3164 + 1
-        parts = _SPLIT3164.split(text)
+        stride = SPLIT3164_GROUPS + 1
+        parts = SPLIT3164.split(text)
     n = len(parts) // stride
     if n == 0:
         return None
@@ -140,7 +222,7 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
     else:
         rows = None
     redo: set[int] = set()  # rows parse_message reads instead (rare)
-    if stride == _GROUPS5424 + 1:
+    if stride == SPLIT5424_GROUPS + 1:
         recs = _columns5424(parts, msgs, redo, received_ns, default_host, peer)
     else:
         recs = _columns3164(parts, msgs, redo, received_ns, default_host, peer)
@@ -150,6 +232,8 @@ def _parse_batch(raws: list[bytes], received_ns: int, default_host: str,
     for j in redo:
         recs[j] = parse_safe(raws[j if rows is None else rows[j]], received_ns,
                               default_host, peer)
+    if slow is not None and (redo or rows is not None):
+        slow("line", len(redo) + (0 if rows is None else len(raws) - len(rows)))
     if rows is None:
         return recs
     out: list[Record | None] = [None] * len(raws)
@@ -170,7 +254,7 @@ def _rows_where(column: Sequence[object], bad: Container[object]) -> list[int]:
 def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], received_ns: int,
                  default_host: str, peer: str | None) -> list[Record]:
     pri, secs, fracs, zones, hosts, apps, procids, msgids, sds = (
-        parts[k::_GROUPS5424 + 1] for k in range(1, _GROUPS5424 + 1))
+        parts[k::SPLIT5424_GROUPS + 1] for k in range(1, SPLIT5424_GROUPS + 1))
     # TIMESTAMP: (seconds - offset) per distinct (second, zone), + fraction
     zone_set = set(zones)
     if len(zone_set) == 1:
@@ -195,7 +279,7 @@ def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
         redo.update(_rows_where(keys, bad))
     ts = list(map(add, map(bases.__getitem__, keys), _frac_ns(fracs)))
     # PROCID: a pid, or NILVALUE, or (odd) a "procid" field
-    pid_of = _pids_of(procids)
+    pid_of = _PIDS.of(procids)
     distinct = set(procids)
     distinct.discard("-")
     odd = None in map(pid_of.__getitem__, distinct)  # some PROCID is not a pid
@@ -237,24 +321,36 @@ def _columns5424(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
                     map(_SEVERITY.__getitem__, pri), map(_FACILITY.__getitem__, pri), fields))
 
 
-def _pids_of(procids: list[str | None]) -> dict[str | None, int | None]:
-    """A table holding every PROCID of the batch -> its pid (None: no pid).
+class PidTable:
+    """PROCID texts -> pids (None: no pid), for the batch paths.
 
-    The pid of a PROCID text never changes, so the cache is only ever added
+    The pid of a PROCID text never changes, so the table is only ever added
     to; once full, PROCIDs it lacks are looked up for their batch alone.
     """
-    distinct = set(procids)
-    # (None is in _pids from the start, _NO_PID: a missing PROCID is a str)
-    missing = cast("set[str]", distinct.difference(_pids))
-    if not missing:
-        return _pids
-    if len(_pids) + len(missing) <= _PID_CACHE_MAX:
-        for p in missing:
-            _pids[p] = parse_pid(p)
-        return _pids
-    table = {p: _pids[p] for p in distinct.difference(missing)}
-    table.update((p, parse_pid(p)) for p in missing)
-    return table
+
+    def __init__(self, most: int = _PID_CACHE_MAX) -> None:
+        self.most = most
+        self.known: dict[str | None, int | None] = dict(_NO_PID)
+
+    def of(self, procids: list[str | None]) -> dict[str | None, int | None]:
+        """A table holding every PROCID of a batch."""
+        known = self.known
+        distinct = set(procids)
+        # (None is known from the start, _NO_PID: a missing PROCID is a str)
+        missing = cast("set[str]", distinct.difference(known))
+        if not missing:
+            return known
+        if len(known) + len(missing) <= self.most:
+            for p in missing:
+                known[p] = parse_pid(p)
+            return known
+        table = {p: known[p] for p in distinct.difference(missing)}
+        table.update((p, parse_pid(p)) for p in missing)
+        return table
+
+
+#: the batch paths' PROCID table (state of this module alone)
+_PIDS = PidTable()
 
 
 def _fields5424(procid: str, msgid: str, pid_of: dict[str | None, int | None],
@@ -272,7 +368,7 @@ def _fields5424(procid: str, msgid: str, pid_of: dict[str | None, int | None],
 def _columns3164(parts: list[str | Any], msgs: list[str], redo: set[int], received_ns: int,
                  default_host: str, peer: str | None) -> list[Record]:
     pri, minutes, secs, fracs, hosts, apps, procids = (
-        parts[k::_GROUPS3164 + 1] for k in range(1, _GROUPS3164 + 1))
+        parts[k::SPLIT3164_GROUPS + 1] for k in range(1, SPLIT3164_GROUPS + 1))
     # TIMESTAMP: local minute base per distinct "Mmm dd [yyyy] hh:mm", as SyslogClock.bsd_ns
     clock = CLOCK
     clock.receive_day(received_ns)
@@ -292,7 +388,7 @@ def _columns3164(parts: list[str | Any], msgs: list[str], redo: set[int], receiv
         redo.update(_rows_where(secs, bad_secs))
     ts = list(map(add, map(add, map(bases.__getitem__, minutes),
                            map(_SECOND_NS.get, secs, repeat(0))), _frac_ns(fracs)))
-    pid_of = _pids_of(procids)
+    pid_of = _PIDS.of(procids)
     proto: Fields = {} if peer is None else {"peer": peer}
     host_of: dict[str | None, str] = {None: default_host}
     return list(map(Record, ts, msgs, map(host_of.get, hosts, hosts),
@@ -317,16 +413,16 @@ _Split = tuple[list[int | None], list[str | None], list[str | None], list[int | 
 
 
 def _parse_columns(raws: list[bytes], received_ns: int, default_host: str,
-                   peer: str | None) -> Columns | None:
+                   peer: str | None, slow: Slow | None = None) -> Columns | None:
     """parse_messages as Columns; None: use the Record path."""
     if _syslog5424 is None:
         return None
     split = _syslog5424.split(raws, received_ns, default_host)
-    return _columns(split, raws, received_ns, default_host, peer)
+    return _columns(split, raws, received_ns, default_host, peer, slow)
 
 
 def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | None,
-                 max_message: int) -> Columns | None:
+                 max_message: int, slow: Slow | None = None) -> Columns | None:
     """The frames of a LineBlock or OctetBlock (plain bytes: lines) as
     Columns; None: split the block with the framer and parse the frames."""
     if _syslog5424 is None:
@@ -335,11 +431,11 @@ def _parse_block(block: bytes, received_ns: int, default_host: str, peer: str | 
                                     type(block) is OctetBlock)
     if split is None:
         return None
-    return _columns(split, block, received_ns, default_host, peer)
+    return _columns(split, block, received_ns, default_host, peer, slow)
 
 
 def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default_host: str,
-             peer: str | None) -> Columns | None:
+             peer: str | None, slow: Slow | None = None) -> Columns | None:
     """Columns from what split() or split_block() returned; None: use the
     Record path. ``raws`` are the frames, or the block: a frame the Python
     parser must redo after a look at its STRUCTURED-DATA comes from there."""
@@ -389,6 +485,8 @@ def _columns(split: _Split, raws: list[bytes] | bytes, received_ns: int, default
                                 [""] * n, [0] * n]
     # every fields dict of the batch, for the spool's frame index
     pool = [*by_msgid.values(), *filter(None, by_sd.values())]
+    if redo and slow is not None:
+        slow("frame", len(redo))
     for j, raw in zip(redo, redo_raws):
         rec = parse_safe(raw, received_ns, default_host, peer)
         (ts[j], hosts[j], apps[j], pids[j], sevs[j], facs[j], msgs[j], fields[j]) = (

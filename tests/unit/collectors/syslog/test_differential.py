@@ -15,8 +15,9 @@ msg, fields and their order, origin, seq), and the same framer counts.
 ``parse.FALLBACKS`` counts a faster path that *failed* (raised) and handed
 its input to a slower one: a bug, exported as an error metric. A block or a
 frame the compiled path declines (RFC 3164, a cut frame, a PROCID that is no
-pid, ...) is not a failure and is not counted: the counts stay empty for
-every input here, and a compiled helper that raises is counted exactly once
+pid, ...) is not a failure and is not counted there (the collector counts
+it as a slow path: test_parse_batch.py, test_collector.py): the counts stay
+empty for every input here, and a compiled helper that raises is counted exactly once
 per call it failed, with nothing lost.
 """
 
@@ -36,10 +37,17 @@ from hostlog.collectors.syslog import framing as syslog_framing
 from hostlog.collectors.syslog import parse as syslog_parse
 from hostlog.collectors.syslog import parse_batch as syslog_parse_batch
 from hostlog.collectors.syslog.framing import LineBlock, OctetBlock, SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import parse_block, parse_columns, parse_message
+from hostlog.collectors.syslog.parse import parse_message
+from hostlog.collectors.syslog.parse_batch import parse_block, parse_columns
 from hostlog.record import COLUMNS, Columns
 from tests.conftest import need
-from tests.unit.collectors.syslog.test_parse_batch import GARBAGE, LINES_3164, LINES_5424, line_3164
+from tests.unit.collectors.syslog.test_parse_batch import (
+    GARBAGE,
+    LINES_3164,
+    LINES_5424,
+    _corpus_raws,
+    line_3164,
+)
 
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9
 GOOD = b"<13>1 2024-05-01T10:00:00.250Z web-1 nginx 42 req - GET /index.html 200"
@@ -62,12 +70,22 @@ def python_only() -> Iterator[None]:
         yield
 
 
+class FallbacksSince:
+    """What ``parse.FALLBACKS`` counted since this was made, by path."""
+
+    def __init__(self) -> None:
+        self.before = dict(syslog_parse.FALLBACKS.counts)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        now = syslog_parse.FALLBACKS.counts
+        return {k: n - self.before.get(k, 0) for k, n in now.items() if n != self.before.get(k, 0)}
+
+
 @contextmanager
-def fallbacks_counted() -> Iterator[syslog_parse.Fallbacks]:
-    """A fresh FALLBACKS for the parsers to count into."""
-    counts = syslog_parse.Fallbacks()
-    with mock.patch.object(syslog_parse, "FALLBACKS", counts):
-        yield counts
+def fallbacks_counted() -> Iterator[FallbacksSince]:
+    """The failures the parsers count from here on."""
+    yield FallbacksSince()
 
 
 def rows(columns: Columns) -> list[tuple]:
@@ -404,6 +422,20 @@ def test_any_octet_counted_stream_reads_alike(chunks: list[bytes], max_message: 
 @example([b"", GOOD], 65536, None)  # an empty datagram is "0 ": left to the framer
 def test_any_datagrams_read_alike(datagrams: list[bytes], slot: int, peer: str | None) -> None:
     assert_datagrams_alike(datagrams, slot, peer)
+
+
+# --- the shared corpora's syslog cases --------------------------------------------------------
+
+def test_the_corpora_read_alike() -> None:
+    raws = _corpus_raws()
+    need(bool(raws), "the syslog corpora")
+    for i in range(0, len(raws), 64):
+        assert_frames_alike(raws[i:i + 64], "192.0.2.1")
+    lf = b"".join(r + b"\n" for r in raws if b"\n" not in r)
+    octet = b"".join(b"%d %s" % (len(r), r) for r in raws if r)
+    for stream in (lf, octet):
+        assert_stream_alike([stream], 65536, None)
+        assert_stream_alike([stream[:4096], stream[4096:]], 512, "192.0.2.1")
 
 
 # --- a compiled helper that fails --------------------------------------------------------------

@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 
 from hostlog.chunk import decode_chunk, encode_chunk
 from hostlog.collectors.syslog.framing import TruncatedFrame
-from hostlog.collectors.syslog.parse import clear_time_caches, parse_message, parse_messages
+from hostlog.collectors.syslog.parse import clear_time_caches, parse_message
+from hostlog.collectors.syslog.parse_batch import parse_columns, parse_messages
 from hostlog.record import Record
 from tests.conftest import need
 
@@ -414,13 +415,6 @@ def test_a_parser_bug_still_yields_the_message(monkeypatch) -> None:
                           "peer": "p"}
 
 
-def test_parse_messages_is_parse_message_per_item() -> None:
-    raws = [b"<14>1 - a - - - - x", b"bad", b"<13>Oct 11 22:14:15 h t: y"]
-    got = parse_messages(raws, received_ns=RECEIVED_NS, default_host="d", peer="p")
-    assert got == [parse_message(r, received_ns=RECEIVED_NS, default_host="d", peer="p")
-                   for r in raws]
-
-
 # --- RFC 3164 -------------------------------------------------------------------
 
 
@@ -523,7 +517,6 @@ def test_rfc3164_without_timestamp_reads_a_tag_as_journald_does(raw, app, pid, f
     assert (rec.app, rec.pid, rec.fields, rec.msg) == (app, pid, fields, msg)
     assert (rec.ts, rec.host, rec.facility, rec.severity) == (RECEIVED_NS, DEFAULT_HOST, 1, 6)
     # the batch paths (Records and Columns) read it the same, among other lines
-    from hostlog.collectors.syslog.parse import parse_columns
     raws = [raw, b"<13>Oct 11 22:14:15 h t: y"] * 8
     assert parse_messages(raws, received_ns=RECEIVED_NS, default_host=DEFAULT_HOST)[0] == rec
     got = parse_columns(raws, received_ns=RECEIVED_NS, default_host=DEFAULT_HOST).records()[0]
@@ -769,16 +762,3 @@ def test_rfc3164_round_trip(mo, d, h, mi, s, host, tag, pid, msg) -> None:
         msg = msg.rstrip("\r\n\x00")
     assert rec.msg == msg
     assert (rec.facility, rec.severity) == (3, 6) and "parse_error" not in rec.fields
-
-
-def test_a_failing_batch_path_falls_back_counted_and_loses_nothing(monkeypatch):
-    from hostlog.collectors.syslog import parse, parse_batch
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("a bug in the batch path")
-    monkeypatch.setattr(parse_batch, "_parse_columns", broken)
-    monkeypatch.setattr(parse, "FALLBACKS", parse.Fallbacks())
-    raws = [b"<14>1 2024-05-01T10:00:00Z h app - - - line %d" % i for i in range(50)]
-    columns = parse.parse_columns(raws, received_ns=1, default_host="h")
-    assert [r.msg for r in columns.records()] == [f"line {i}" for i in range(50)]
-    assert parse.FALLBACKS.counts == {"columns": 1}

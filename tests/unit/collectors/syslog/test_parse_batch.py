@@ -25,14 +25,15 @@ from hypothesis import strategies as st
 from hostlog.chunk import encode_chunk, encode_columns
 from hostlog.collectors.syslog import parse as syslog_parse
 from hostlog.collectors.syslog import parse_batch as syslog_parse_batch
-from hostlog.collectors.syslog.framing import SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import parse_columns, parse_message, parse_messages
+from hostlog.collectors.syslog.framing import LineBlock, SyslogFramer, TruncatedFrame
+from hostlog.collectors.syslog.parse import parse_message
+from hostlog.collectors.syslog.parse_batch import parse_block, parse_columns, parse_messages
 from hostlog.record import Record
 from tests.conftest import need
 
 CORPORA = Path(__file__).resolve().parents[4] / ".." / "shared" / "corpora"
 RECEIVED_NS = calendar.timegm((2024, 6, 20, 12, 0, 0)) * 10**9
-BATCH_MIN = syslog_parse._BATCH_MIN
+BATCH_MIN = syslog_parse_batch.BATCH_MIN
 
 
 def _one_by_one(raws: list[bytes], **kw) -> list[Record]:
@@ -324,3 +325,115 @@ def test_the_cyclic_collector_is_left_as_it_was() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_parse_messages_is_parse_message_per_item() -> None:
+    raws = [b"<14>1 - a - - - - x", b"bad", b"<13>Oct 11 22:14:15 h t: y"]
+    got = parse_messages(raws, received_ns=RECEIVED_NS, default_host="d", peer="p")
+    assert got == [parse_message(r, received_ns=RECEIVED_NS, default_host="d", peer="p")
+                   for r in raws]
+
+
+# --- fallbacks: counted, nothing lost ----------------------------------------------------------
+
+def test_a_failing_batch_path_falls_back_counted_and_loses_nothing(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the batch path")
+    monkeypatch.setattr(syslog_parse_batch, "_parse_columns", broken)
+    before = dict(syslog_parse.FALLBACKS.counts)
+    raws = [b"<14>1 2024-05-01T10:00:00Z h app - - - line %d" % i for i in range(50)]
+    columns = parse_columns(raws, received_ns=1, default_host="h")
+    assert [r.msg for r in columns.records()] == [f"line {i}" for i in range(50)]
+    after = syslog_parse.FALLBACKS.counts
+    assert after["columns"] == before.get("columns", 0) + 1
+    assert {k: v for k, v in after.items() if k != "columns"} == \
+        {k: v for k, v in before.items() if k != "columns"}
+
+
+def test_a_failure_is_logged_once_per_path(caplog) -> None:
+    counts = syslog_parse.Fallbacks()
+    with caplog.at_level("ERROR", logger="hostlog.syslog"):
+        for _ in range(3):
+            counts.note("batch", RuntimeError("one"))
+        counts.note("message", RuntimeError("two"))
+    assert counts.counts == {"batch": 3, "message": 1}
+    assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == \
+        ["the batch path failed, the slower path read the input", "the message path failed, "
+         "the slower path read the input"]
+
+
+class Tally:
+    """A ``slow`` callback that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, kind: str, n: int) -> None:
+        assert n > 0
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+
+def _slow_records(raws: list[bytes]) -> tuple[list[Record], dict[str, int]]:
+    tally = Tally()
+    got = parse_messages(raws, received_ns=RECEIVED_NS, slow=tally)
+    assert got == _one_by_one(raws, received_ns=RECEIVED_NS)
+    return got, tally.counts
+
+
+def test_the_batch_regexes_report_what_they_leave_to_parse_message() -> None:
+    good = [line_3164_fixed(i) for i in range(BATCH_MIN)]
+    assert _slow_records(good)[1] == {}
+    # two lines the batch regex does not take whole: no TAG, and a date that does not exist
+    mixed = good + [b"<13>Oct 11 22:14:15 host no tag here", b"<13>Feb 30 22:14:15 h t: y"]
+    assert _slow_records(mixed)[1] == {"line": 2}
+    # a NUL inside a message: the whole batch goes one by one
+    assert _slow_records(good + [b"<13>Oct 11 22:14:15 h t: a\x00b"])[1] == {"batch": BATCH_MIN + 1}
+    # below BATCH_MIN the batch path is not tried, so nothing falls back
+    assert _slow_records(good[:BATCH_MIN - 1])[1] == {}
+
+
+def line_3164_fixed(i: int) -> bytes:
+    return b"<13>Oct 11 22:14:%02d host app[%d]: message %d" % (i % 60, 100 + i, i)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(line_5424(), line_3164(), st.sampled_from(GARBAGE)), max_size=30))
+def test_the_slow_callback_never_changes_a_record(raws: list[bytes]) -> None:
+    tally = Tally()
+    assert parse_messages(raws, received_ns=RECEIVED_NS, slow=tally) == \
+        parse_messages(raws, received_ns=RECEIVED_NS)
+    assert set(tally.counts) <= {"batch", "line"}
+    assert sum(tally.counts.values()) <= len(raws)
+    tally = Tally()
+    assert parse_columns(raws, received_ns=RECEIVED_NS, slow=tally).records() == \
+        parse_columns(raws, received_ns=RECEIVED_NS).records()
+    assert set(tally.counts) <= {"columns", "frame", "batch", "line"}
+
+
+def test_the_compiled_paths_report_what_they_leave(compiled_splitter) -> None:
+    good = [b"<13>1 2024-05-01T10:00:00Z h app %d - - line %d" % (i, i) for i in range(20)]
+    tally = Tally()
+    assert parse_block(LineBlock(b"".join(g + b"\n" for g in good)), received_ns=RECEIVED_NS,
+                       slow=tally) is not None
+    assert tally.counts == {}
+    # RFC 3164: the block goes to the framer, its frames to the batch regexes
+    lines = [line_3164_fixed(i) for i in range(20)]
+    assert parse_block(LineBlock(b"".join(x + b"\n" for x in lines)), received_ns=RECEIVED_NS,
+                       slow=tally) is None
+    assert tally.counts == {"block": 1}
+    tally = Tally()
+    assert parse_columns(lines, received_ns=RECEIVED_NS, slow=tally).records() == \
+        _one_by_one(lines, received_ns=RECEIVED_NS)
+    assert tally.counts == {"columns": 20}
+    # a PROCID that is no pid: that frame alone goes to parse_message
+    odd = good[:5] + [b"<13>1 2024-05-01T10:00:00Z h app proc-7 - - odd"] + good[5:]
+    tally = Tally()
+    assert parse_columns(odd, received_ns=RECEIVED_NS, slow=tally).records() == \
+        _one_by_one(odd, received_ns=RECEIVED_NS)
+    assert tally.counts == {"frame": 1}
+
+
+@pytest.fixture
+def compiled_splitter():
+    need(syslog_parse_batch._syslog5424 is not None,
+         "hostlog.collectors.syslog._syslog5424 (the package built with a C compiler)")

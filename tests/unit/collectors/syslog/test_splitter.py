@@ -30,7 +30,8 @@ from hostlog.collectors.syslog.datagram import (
     recv_datagrams_py,
 )
 from hostlog.collectors.syslog.framing import OctetBlock, SyslogFramer, TruncatedFrame
-from hostlog.collectors.syslog.parse import parse_block, parse_columns, parse_message
+from hostlog.collectors.syslog.parse import parse_message
+from hostlog.collectors.syslog.parse_batch import parse_block, parse_columns
 from tests.conftest import need
 from tests.unit.collectors.syslog.test_parse_batch import LINES_5424, line_5424
 
