@@ -27,6 +27,10 @@
    supervisor) with 0 and with 50 apps (each prints a line, then sleeps),
    waits until all run, and reports its RSS. Budget: < 1 MiB per app.
 
+The bench process takes the agent's GC setting (``hostlog.agent.agent.tune_gc``:
+``gc.freeze()`` and a gen-0 threshold of 50,000) before it measures, as the agent
+does once started; ``--default-gc`` leaves Python's default thresholds.
+
 Prints a Markdown section; with ``--record`` it replaces the "## supervised
 apps" section of bench/RESULTS.md under a heading of its own
 (``--heading``), leaving every other section alone.
@@ -50,6 +54,7 @@ from typing import Any
 
 import psutil
 
+from hostlog.agent.agent import tune_gc
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.process.supervisor import ProcessSupervisor
 from hostlog.config import App
@@ -320,8 +325,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="write the section into bench/RESULTS.md")
     parser.add_argument("--heading", default=HEADING)
+    parser.add_argument("--default-gc", action="store_true",
+                        help="leave Python's GC thresholds as they are (the agent tunes them)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()  # what the agent does once it has started: measure what it runs
     try:
         import uvloop
         run = uvloop.run  # what the agent runs on

@@ -16,6 +16,11 @@
    False``: what runs without the compiled ``_journald_read``); and
    systemd-python's raw reader alone (no mapping, no spool).
 
+The collector runs as the agent runs it: on uvloop (when installed), with the
+agent's GC setting (``hostlog.agent.agent.tune_gc``: ``gc.freeze()`` after
+start-up and a gen-0 threshold of 50,000); ``--default-gc`` leaves Python's
+default thresholds, ``--asyncio`` takes asyncio's own loop.
+
 Prints the medians of ``--runs`` runs and the machine; bench/RESULTS.md records them.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import statistics
@@ -32,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hostlog.agent.agent import tune_gc
 from hostlog.collectors.base import CollectorContext
 from hostlog.collectors.journald.collector import JournaldCollector
 from hostlog.config import JournaldSource
@@ -74,6 +81,9 @@ def build(directory: Path, n: int) -> Path:
     return out
 
 
+TUNE_GC = True  # the agent's GC setting (--default-gc: Python's)
+
+
 async def collect(journal_dir: Path, state: Path, n: int, compiled: bool = True) -> float:
     keyring = Keyring.load_or_create(state / "spool.key")
     spool = Spool.open(state / "spool", keyring)
@@ -84,6 +94,9 @@ async def collect(journal_dir: Path, state: Path, n: int, compiled: bool = True)
     collector = JournaldCollector(JournaldSource(name="bench", directory=journal_dir, start="beginning"),
                                   context)
     collector.compiled = compiled  # False: the Python reader and mapper (journald_map)
+    gc.collect()
+    if TUNE_GC:
+        tune_gc()  # as the agent does once it has started
     t0 = time.perf_counter()
     await collector.start()
     while writer.durable_seq < n:
@@ -121,7 +134,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--default-gc", action="store_true", help="Python's GC thresholds, not the agent's")
+    parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     args = parser.parse_args()
+    global TUNE_GC
+    TUNE_GC = not args.default_gc
+    run_loop = asyncio.run
+    if not args.asyncio:
+        try:
+            import uvloop
+            run_loop = uvloop.run  # what the agent runs on
+        except ImportError:
+            pass
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         jdir = Path(d) / "journal"
         t0 = time.perf_counter()
@@ -131,9 +155,9 @@ def main() -> None:
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         ours, pythons, theirs, raws, ratios = [], [], [], [], []
         for run in range(args.runs):
-            ours.append(asyncio.run(collect(jdir, Path(d) / f"state{run}", args.entries)))
+            ours.append(run_loop(collect(jdir, Path(d) / f"state{run}", args.entries)))
             theirs.append(journalctl(jdir))
-            pythons.append(asyncio.run(collect(jdir, Path(d) / f"py{run}", args.entries, False)))
+            pythons.append(run_loop(collect(jdir, Path(d) / f"py{run}", args.entries, False)))
             raws.append(raw_read(jdir))
             ratios.append(theirs[-1] / ours[-1])
             print(f"run {run + 1}: collector {ours[-1]:.2f}s, journalctl {theirs[-1]:.2f}s "
@@ -143,7 +167,9 @@ def main() -> None:
     mp = statistics.median(pythons)
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"{platform.machine()}, {platform.system()} {platform.release()}")
-    print(f"entries: {args.entries}, runs: {args.runs} (medians)\n")
+    print(f"entries: {args.entries}, runs: {args.runs} (medians); loop: "
+          f"{'asyncio' if run_loop is asyncio.run else 'uvloop'}, GC: "
+          f"{'the agent' if TUNE_GC else 'Python default'}\n")
     print("| reader | time | entries/s |")
     print("|---|---|---|")
     print(f"| journald collector → spool (durable) | {mo:.2f} s | {args.entries / mo:,.0f} |")

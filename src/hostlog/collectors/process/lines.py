@@ -174,6 +174,22 @@ class LineCapture:
         self._buf = rest
         return out
 
+    def single(self, data: bytes) -> str | None:
+        """The line ``data`` holds when it is exactly one whole line that no
+        rule above changes (no partial line held, no ``<`` at its start,
+        within ``max_line``, UTF-8): what :meth:`take` would give as its one
+        message, with the default severity, in the same state after; the
+        read of a quiet app that flushes every line, without building
+        columns. None: not such a line, nothing taken (use :meth:`take`)."""
+        if (self._buf or not self._line_start or len(data) > self.max_line + 1
+                or data[-1:] != b"\n" or data.find(b"\n") != len(data) - 1
+                or (self.parse_priority and data[:1] == b"<")):
+            return None
+        try:
+            return data[:-1].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
     def take_flush(self, reason: str = EOF) -> Captured:
         """Hand out the partial line, marked ``reason`` (TIMEOUT or EOF).
 

@@ -89,6 +89,7 @@ class Pipes:
         self._gulp: asyncio.TimerHandle | None = None  # reading waits for a gulp
         self._window_start = 0.0  # wake-ups are counted over GULP_WINDOW
         self._window_wakes = 0
+        self._lines_in = 0  # lines ever read (a gulp counts what it found)
         self._timer: asyncio.Handle | None = None
         self._resume_task: asyncio.Task[None] | None = None
         self._new_batch()
@@ -98,6 +99,7 @@ class Pipes:
         self._rows = 0
         self._bytes = 0
         self._in_batch: set[Stream] = set()
+        self._marks_used: list[dict[str, str]] = []  # marked fields the batch's rows use
 
     # -- streams -----------------------------------------------------------------
     def open(self, app: App, child: Child, fd: int, name: str, severity: int) -> asyncio.Future[None]:
@@ -146,6 +148,11 @@ class Pipes:
         of one per line, while an app writing a few hundred lines a second
         is read at once. A read of GULP_BIG or more (a pipe filling up) ends
         a gulp: a busy app is never held back.
+
+        What a gulp found is counted in lines, not in pipes read: twenty
+        apps printing a line each per gulp are twenty wake-ups saved, and so
+        are five lines of one app (each was a write(2), each would have
+        woken the loop).
         """
         now = time.monotonic()
         if now - self._window_start > GULP_WINDOW:
@@ -173,9 +180,11 @@ class Pipes:
         self._gulp = None
         if self.paused:
             return  # _resume watches again
-        reads, big = self._read_ready()
+        before = self._lines_in
+        _, big = self._read_ready()
+        lines = self._lines_in - before
         self.handoff()  # one batch per gulp: no timer of its own
-        if reads >= GULP_RATE * GULP_DELAY and not big and not self.paused:
+        if lines >= GULP_RATE * GULP_DELAY and not big and not self.paused:
             self._gulp = asyncio.get_running_loop().call_later(GULP_DELAY, self._gulp_done)
         else:
             self._window_start, self._window_wakes = time.monotonic(), 0
@@ -210,10 +219,14 @@ class Pipes:
         if not data:
             self._end(s)
             return 0
-        lines = s.capture.take(data)
-        if s.multiline is not None:
-            lines = s.multiline.take(lines)
-        self._add(s, lines, len(data))
+        line = s.capture.single(data) if s.multiline is None else None
+        if line is not None:  # a quiet app's read: one whole line, no columns of its own
+            self._add_line(s, line, s.capture.default_severity, len(data))
+        else:
+            lines = s.capture.take(data)
+            if s.multiline is not None:
+                lines = s.multiline.take(lines)
+            self._add(s, lines, len(data))
         if s.quiet is not None:
             s.quiet.cancel()
             s.quiet = None
@@ -260,39 +273,54 @@ class Pipes:
         n = len(lines.msgs)
         if not n:
             return
+        if n == 1 and not lines.breaks:
+            self._add_line(s, lines.msgs[0], lines.severities[0], nbytes or len(lines.msgs[0]))
+            return
         ts = time.time_ns()  # when read: a stdout line carries no time of its own
         (c_ts, c_host, c_source, c_app, c_pid, c_sev, c_fac, c_msg, c_fields, c_origin,
          c_seq) = self._columns
-        if n == 1 and not lines.breaks:  # a quiet app's read: one line
-            c_ts.append(ts)
-            c_host.append(self.context.hostname)
-            c_source.append("process")
-            c_app.append(s.app)
-            c_pid.append(s.pid)
-            c_sev.append(lines.severities[0])
-            c_fac.append(None)
-            c_msg.append(lines.msgs[0])
-            c_fields.append(s.fields)
-            c_origin.append("")
-            c_seq.append(0)
-        else:
-            fields = [s.fields] * n
-            for i, brk in lines.breaks.items():
-                fields[i] = s.marked[brk]
-            c_ts += [ts] * n
-            c_host += [self.context.hostname] * n
-            c_source += ["process"] * n
-            c_app += [s.app] * n
-            c_pid += [s.pid] * n
-            c_sev += lines.severities
-            c_fac += [None] * n
-            c_msg += lines.msgs
-            c_fields += fields
-            c_origin += [""] * n
-            c_seq += [0] * n
+        fields = [s.fields] * n
+        for i, brk in lines.breaks.items():
+            fields[i] = s.marked[brk]
+        if lines.breaks:
+            self._marks_used += [s.marked[brk] for brk in set(lines.breaks.values())]
+        c_ts += [ts] * n
+        c_host += [self.context.hostname] * n
+        c_source += ["process"] * n
+        c_app += [s.app] * n
+        c_pid += [s.pid] * n
+        c_sev += lines.severities
+        c_fac += [None] * n
+        c_msg += lines.msgs
+        c_fields += fields
+        c_origin += [""] * n
+        c_seq += [0] * n
+        self._added(s, n, nbytes or sum(map(len, lines.msgs)))
+
+    def _add_line(self, s: Stream, msg: str | bytes, severity: int, nbytes: int) -> None:
+        """Append one line of ``s`` (a quiet app's read: no list per column)."""
+        (c_ts, c_host, c_source, c_app, c_pid, c_sev, c_fac, c_msg, c_fields, c_origin,
+         c_seq) = self._columns
+        c_ts.append(time.time_ns())  # when read: a stdout line carries no time of its own
+        c_host.append(self.context.hostname)
+        c_source.append("process")
+        c_app.append(s.app)
+        c_pid.append(s.pid)
+        c_sev.append(severity)
+        c_fac.append(None)
+        c_msg.append(msg)
+        c_fields.append(s.fields)
+        c_origin.append("")
+        c_seq.append(0)
+        self._added(s, 1, nbytes)
+
+    def _added(self, s: Stream, n: int, nbytes: int) -> None:
+        """``n`` rows of ``s`` (``nbytes`` of text) are in the batch: hand it
+        over when it is big, else once the loop has handled this wake-up."""
         self._in_batch.add(s)
         self._rows += n
-        self._bytes += nbytes or sum(map(len, lines.msgs))
+        self._lines_in += n
+        self._bytes += nbytes
         if self._rows >= HANDOFF_ROWS or self._bytes >= HANDOFF_BYTES:
             self.handoff()
         elif self._timer is None:
@@ -314,7 +342,10 @@ class Pipes:
             self._timer = None
         if not self._rows:
             return
-        pool = [f for s in self._in_batch for f in (s.fields, *s.marked.values())]
+        # the fields dicts the rows use, each once (the spool's index and
+        # counts pass over the pool, not over the rows)
+        pool = [s.fields for s in self._in_batch]
+        pool += {id(f): f for f in self._marks_used}.values()
         batch = Columns(self._columns, text_size=self._bytes, fields_pool=pool)
         self._new_batch()
         sink = self.context.sink

@@ -360,3 +360,49 @@ def test_decode_lines_keeps_every_line_as_text_or_bytes(lines):
     got = decode_lines(lines)
     assert len(got) == len(lines)
     assert [g.encode() if isinstance(g, str) else g for g in got] == lines
+
+
+one_line_reads = st.one_of(
+    big_streams, st.text(max_size=45).map(lambda t: t.replace("\n", "").encode("utf-8", "surrogatepass") + b"\n"))
+
+
+@settings(max_examples=500)
+@given(data=st.data(), stream=big_streams, read=one_line_reads, max_line=st.integers(1, 40),
+       parse=st.booleans(), flush_timeout=st.booleans())
+def test_single_gives_what_take_gives_or_takes_nothing(data, stream, read, max_line, parse,
+                                                       flush_timeout):
+    """The one-line shortcut of a quiet app's read: whenever ``single`` answers, it
+    is ``take``'s one line with the default severity, and the capture is left as
+    ``take`` leaves it (the lines after come out the same); when it does not
+    answer, nothing was taken."""
+    # two captures in the same state: the same stream, cut the same way
+    cuts = data.draw(split_points(stream)) if stream else []
+    a = LineCapture(max_line=max_line, parse_priority=parse, default_severity=5)
+    b = LineCapture(max_line=max_line, parse_priority=parse, default_severity=5)
+    for capture in (a, b):
+        for chunk in cuts:
+            capture.take(chunk)
+        if flush_timeout:
+            capture.take_flush(TIMEOUT)
+    got = a.single(read)
+    expected = b.take(read)
+    if got is None:
+        assert a.take(read).lines() == expected.lines()  # single took nothing
+    else:
+        assert expected.msgs == [got] and expected.severities == [5] and not expected.breaks
+    tail = b"after\n<3>x\n"
+    assert a.take(tail).lines() == b.take(tail).lines()
+    assert a.take_flush(EOF).lines() == b.take_flush(EOF).lines()
+
+
+def test_single_answers_for_a_plain_line_only():
+    capture = LineCapture(max_line=8)
+    assert capture.single(b"hello\n") == "hello"
+    assert capture.single(b"\n") == ""
+    assert capture.single(b"two\nlines\n") is None
+    assert capture.single(b"<3>warn\n") is None  # a prefix: take() handles it
+    assert capture.single(b"\xffbin\n") is None  # not UTF-8
+    assert capture.single(b"123456789\n") is None  # over max_line
+    assert capture.single(b"part") is None
+    capture.take(b"part")  # a partial line is held: the next read continues it
+    assert capture.single(b"ial\n") is None
