@@ -12,7 +12,7 @@ APT_PACKAGES := systemd systemd-journal-remote util-linux bsdutils rsyslog rsysl
                 lintian rpm dpkg-dev python3 python3-venv python3-dev make binutils adduser nats-server \
                 chromium chromium-driver
 
-.PHONY: run test deps venv bench clean faults lint
+.PHONY: run test deps venv bench clean faults fuzz lint
 
 run: venv
 	@echo "hostlog agent: built-in default (syslog on udp+tcp 127.0.0.1:5514)."
@@ -39,6 +39,19 @@ lint: venv
 # the fault suite's long version (tests/faults; `make test` runs the short one)
 faults: deps venv
 	HOSTLOG_FAULTS_LONG=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/faults
+
+# every fuzz harness (tests/fuzz) for FUZZ_SECONDS each, its corpus kept in
+# $(FUZZ_DIR)/NAME and any crash saved there; `make test` runs each for seconds
+FUZZ_SECONDS ?= 600
+FUZZ_DIR ?= .fuzz
+FUZZ_HARNESSES := syslog_framing syslog_parse syslog_parse_batch fluent_forward peer_protocol \
+                  chunk_codec chunk_lz4 frame_codec config_loader
+fuzz: deps venv
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	  echo "fuzz $$h ($(FUZZ_SECONDS) s)"; mkdir -p $(FUZZ_DIR)/$$h/corpus; \
+	  $(BIN)/python -m tests.fuzz.run $$h --corpus $(FUZZ_DIR)/$$h/corpus --artifacts $(FUZZ_DIR)/$$h \
+	    -max_total_time=$(FUZZ_SECONDS); \
+	done
 
 deps: $(VENV)/.deps-stamp
 $(VENV)/.deps-stamp:

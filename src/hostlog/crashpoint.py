@@ -37,6 +37,20 @@ The points, in the order a record meets them:
 ``retention-unlinked``
     spool/spool.py ``Spool.enforce_retention``: a segment has been unlinked,
     before the fsync of the segments directory.
+``rewrite-synced``
+    spool/archive.py ``Archiver._rewrite``: a compacted or archived copy of a
+    sealed segment is written and fsynced under its temporary name, not yet
+    renamed (the original is the only copy).
+``archive-renamed``
+    spool/archive.py ``Archiver._rewrite``: the archived copy has its name
+    (directory fsynced); the original is still in ``segments/`` (both exist:
+    readers take the archive's).
+``archive-unlinked``
+    spool/archive.py ``Archiver._drop_original``: the original of an archived
+    segment has been unlinked, before the fsync of the segments directory.
+``archive-expired``
+    spool/archive.py ``Archiver._expire``: an archived segment past ``keep``
+    has been unlinked, before the fsync of the archive directory.
 """
 
 from __future__ import annotations
@@ -48,7 +62,8 @@ import threading
 
 #: Every point :func:`crashpoint` is called with (see the module doc).
 POINTS = frozenset({"position-noted", "frame-written", "synced", "state-before-rename",
-                    "rotation-sealed", "rotation-created", "retention-unlinked"})
+                    "rotation-sealed", "rotation-created", "retention-unlinked",
+                    "rewrite-synced", "archive-renamed", "archive-unlinked", "archive-expired"})
 
 ENV = "HOSTLOG_CRASHPOINT"
 

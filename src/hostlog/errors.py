@@ -5,8 +5,9 @@
     ├── SpoolError           the spool cannot be used
     │   ├── SpoolLockedError another process writes this spool
     │   ├── SpoolFormatError a file that is not a hostlog segment, or of an unknown version
-    │   └── KeyFileError     the key file is missing, unreadable, malformed, or lacks a key id
-    │       └── WrongKeyError   the key id is there but is not the key the data was written with
+    │   ├── KeyFileError     the key file is missing, unreadable, malformed, or lacks a key id
+    │   │   └── WrongKeyError   the key id is there but is not the key the data was written with
+    │   └── SpoolSyncError   an fsync/fdatasync of a segment failed: never retried, the agent stops
     ├── SpoolFullError       retention cannot free space and on_full = "block"
     ├── SinkError            the spool writer did not take a batch: the agent stops
     ├── ChunkError (ValueError)   a chunk that does not decode (hostlog.chunk)
@@ -57,6 +58,12 @@ class KeyFileError(SpoolError):
 
 class WrongKeyError(KeyFileError):
     pass
+
+
+class SpoolSyncError(SpoolError):
+    """An fsync or fdatasync of a segment failed (EIO, ...). Never retried:
+    after a failed sync the kernel may have dropped the pages, so a later
+    sync that succeeds would vouch for data that is not on the disk."""
 
 
 class SpoolFullError(HostlogError):

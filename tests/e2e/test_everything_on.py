@@ -572,6 +572,13 @@ def test_every_feature_on_at_once_every_record_exactly_once(tmp_path: Path) -> N
         if untagged:
             problems.append(f"records the tag-all rule did not reach, by source: {dict(untagged)}")
 
+        # -- the miner ran on every record of every source (mining drops nothing: the
+        # records-in check below still holds)
+        unmined = Counter(r["_HOSTLOG_SOURCE"] for r in rows
+                          if not re.fullmatch(r"[0-9a-f]{16}", str(r.get("PATTERN_ID", ""))))
+        if unmined:
+            problems.append(f"records without a PATTERN_ID, by source: {dict(unmined)}")
+
         # -- exactly once, every stream
         if not all(len(got.get(s, ())) == n and sum(got[s].values()) == n and max(got[s]) == n - 1
                    for s, n in COUNTS.items()):

@@ -166,7 +166,8 @@ def test_post_then_read_back(agent, reader_key) -> None:
     got, _ = _get(agent, reader_key, "source=api")
     assert [(r["message"], r["level"], r["host"], r["identifier"]) for r in got] == \
         [("order 1 paid", "notice", "api-host", "shop"), ("order 2 failed", "err", "web-7", "shop")]
-    assert got[0]["fields"] == {"ORDER": "1", "_HTTP_KEY": "shipper"}
+    assert got[0]["fields"] == {"ORDER": "1", "_HTTP_KEY": "shipper",  # and the pattern mined at ingest
+                                "PATTERN_ID": got[0]["fields"].get("PATTERN_ID"), "PATTERN": "order <NUM> paid"}
     assert got[1]["ts"] == "2026-03-01T10:00:00.250000Z"
     journal = agent.query_json("--source", "api")
     assert [(r["MESSAGE"], r["PRIORITY"], r["_HOSTNAME"], r["SYSLOG_IDENTIFIER"]) for r in journal] == \

@@ -31,14 +31,26 @@ from hostlog.agent.metrics import Metrics, make_metrics
 from hostlog.agent.notify import notify, watchdog_interval
 from hostlog.collectors.base import CollectorContext, ErrorCounts, GuardedSink
 from hostlog.config import Config, ConfigError, default_config, load_config
+from hostlog.patterns.sink import PatternsSink, open_patterns
 from hostlog.record import Columns
 from hostlog.rules.sink import RulesSink
+from hostlog.spool.archive import Archiver, start_archiver
 from hostlog.spool.checkpoints import CheckpointFiles
 from hostlog.spool.keys import Keyring
 from hostlog.spool.spool import Spool
 from hostlog.spool.writer import SpoolWriter
 
 log = logging.getLogger("hostlog.agent")
+
+
+def tune_gc() -> None:
+    """The agent's cyclic-GC setting, once start-up is done (benchmarks call
+    it too, to measure what the agent runs). Records are acyclic and freed by
+    reference counting; the cyclic collector only walks them. Freeze what
+    start-up made (modules, config) and collect the young generation less
+    often: +10-15% msg/s."""
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
 
 
 def build_collector(source: Any, context: CollectorContext, config: Config) -> Any:
@@ -67,12 +79,14 @@ class Agent:
         self.config_path = config_path
         self.spool: Spool | None = None
         self.writer: SpoolWriter | None = None
+        self.archiver: Archiver | None = None  # compaction and the archive tier (spool/archive.py)
         self.collectors: dict[str, tuple[Any, Any]] = {}  # name -> (source config, collector)
         self.context: CollectorContext | None = None
         self.metrics: Metrics | None = None  # with [control] metrics
         self.wiring: wire.Wiring | None = None  # apps, control socket, metrics endpoint
         self.forwarding: forwarding.Forwarding | None = None  # [[forward]] and [receiver]
         self.rules: RulesSink | None = None  # [[rule]]: between the counting sink and the writer
+        self.patterns: PatternsSink | None = None  # [patterns]: between the rules and the writer
         # errors caught at the collectors' edges and by the event loop; a
         # fatal one (the spool writer did not take a batch) stops the agent
         self.errors = ErrorCounts(on_fatal=self._fatal)
@@ -114,11 +128,7 @@ class Agent:
                              (signal.SIGHUP, self.request_reload)):
             loop.add_signal_handler(sig, handler)
         await self.open()
-        # Records are acyclic and freed by reference counting; the cyclic
-        # collector only walks them. Freeze what start-up made (modules,
-        # config) and collect the young generation less often: +10-15% msg/s.
-        gc.freeze()
-        gc.set_threshold(50_000, 10, 10)
+        tune_gc()
         notify(f"READY=1\nSTATUS=collecting from {len(self.collectors)} sources")
         log.info("hostlog %s running: spool %s, %d sources", __version__,
                  self.config.spool_dir, len(self.collectors))
@@ -151,7 +161,7 @@ class Agent:
             if self.spool is not None:
                 notify("STOPPING=1")
                 await self.close()
-        return 1 if failed else 0
+        return 1 if failed or self.failure is not None else 0
 
     async def open(self) -> None:
         config = self.config
@@ -161,7 +171,9 @@ class Agent:
         keyring = Keyring.load_or_create(key_file)
         self.spool = Spool.open(spool_dir, keyring, segment_bytes=config.spool.segment_bytes,
                                 max_bytes=config.spool.max_bytes, max_age=config.spool.max_age,
-                                on_full=config.spool.on_full, key_file=key_file)
+                                on_full=config.spool.on_full, key_file=key_file,
+                                seal_after=config.spool.seal_after)
+        self.spool.chunk_version = 2 if config.spool.chunk == "v2" else 1
         for line in self.spool.recovery.lines():
             log.info("%s", line)
         checkpoints = CheckpointFiles(spool_dir / "state" / "checkpoints",
@@ -169,21 +181,29 @@ class Agent:
                                       last_seq=lambda: self.writer.accepted_seq if self.writer else 0)
         self.writer = SpoolWriter(self.spool, fsync=config.spool.fsync,
                                   fsync_interval=config.spool.fsync_interval,
+                                  max_pending=config.spool.max_pending,
                                   note_position=checkpoints.note_written,
-                                  on_failure=self.request_stop)
+                                  on_failure=self.request_stop, on_error=self.errors.report)
         self.writer.start()
+        self.archiver = start_archiver(self.spool, config, self.writer.spool_lock)
         # The one sink every collector is given, for as long as it runs:
         # errors guarded outermost, then the metrics count, then the rules,
         # then the writer (records in = records stored + records the rules dropped).
         self.metrics = make_metrics(config)
-        self.rules = RulesSink(self.writer, config.rules, self.errors, spool_dir=spool_dir)
+        self.patterns = open_patterns(config, self.writer, self.errors, keyring)
+        self.rules = RulesSink(self.patterns if self.patterns is not None else self.writer,
+                               config.rules, self.errors, spool_dir=spool_dir)
         inner: Any = self.rules
         if self.metrics is not None:
             self.metrics.rule_dropped = self.rules.dropped
+            if self.patterns is not None:
+                self.metrics.anomalies = self.patterns.anomalies
             inner = CountingSink(inner, self.metrics)
         self.context = CollectorContext(hostname=config.agent.hostname,
                                         sink=GuardedSink(inner, self.errors),
                                         checkpoints=checkpoints, errors=self.errors)
+        if self.patterns is not None:
+            self.patterns.outlet = self.context.sink  # anomaly records: counted in like any
         if self.spool.recovery.damage or self.spool.recovery.truncated_bytes:
             self.context.sink.submit(Columns.of([self.context.notice("hostlog", line, severity=4)
                                                  for line in self.spool.recovery.lines()]))
@@ -197,8 +217,15 @@ class Agent:
         await forwarding.detach(self)  # no more chunks from peers; cursors saved
         for name in list(self.collectors):
             await self._stop_source(name)
+        if self.patterns is not None:
+            await self.patterns.stop()  # the last state saved (records are the writer's)
+        if self.archiver is not None:
+            await asyncio.to_thread(self.archiver.stop)  # (a rewrite in progress is abandoned)
+            self.archiver = None
         if self.writer is not None:
             await self.writer.stop()
+            if self.writer.error is not None and self.failure is None:
+                self.failure = self.writer.error  # it failed while stopping: exit non-zero
             self.writer = None
         if self.spool is not None:
             self.spool.close()

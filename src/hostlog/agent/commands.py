@@ -39,6 +39,10 @@ def agent_info(agent: WiredAgent, wiring: Wiring | None) -> dict[str, Any]:
         "records_out": max(0, acked_seq(agent) - wiring.acked_at_start) if wiring else 0,
         "spool_bytes": spool.total_bytes if spool is not None else 0,
         "spool_segments": len(spool.segments) if spool is not None else 0,
+        # why writes wait for room (disk full, max_bytes), how long; drops to make room
+        "spool": writer.status() if writer is not None else None,
+        # compaction and the archive tier (spool/archive.py): what the thread did
+        "archive": archiver.status() if (archiver := getattr(agent, "archiver", None)) else None,
         "sources": sorted(agent.collectors),
     }
 
@@ -56,11 +60,13 @@ async def handle(agent: WiredAgent, wiring: Wiring, command: str,
         if unknown:
             raise ControlError(f"no such app: {', '.join(unknown)}")
         from hostlog.agent.forwarding import status as forwarding_status
+        from hostlog.patterns.sink import patterns_status
         from hostlog.rules.sink import rules_status
         return {"agent": agent_info(agent, wiring),
                 "apps": [a for a in apps if not wanted or a["name"] in wanted],
                 **forwarding_status(agent),
                 "rules": rules_status(agent),
+                "patterns": patterns_status(agent),
                 **({"http": wiring.http.status()} if wiring.http is not None else {})}
     if command in ("start", "stop", "restart"):
         name = args.get("app")

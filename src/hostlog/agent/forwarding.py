@@ -52,6 +52,7 @@ class DropReport:
         self.spool = spool
         self.context = context
         self.reported = spool.dropped_records
+        self.reported_for_room = getattr(spool, "dropped_for_space", 0)
 
     def check(self) -> int:
         """Submit a notice for what was dropped since the last check; returns that count."""
@@ -60,9 +61,12 @@ class DropReport:
         if new <= 0:
             return 0
         self.reported = dropped
+        for_room = getattr(self.spool, "dropped_for_space", 0)
+        room, self.reported_for_room = for_room - self.reported_for_room, for_room
         first = self.spool.segments[0].first_seq if self.spool.segments else 0
+        why = f"; {room} of them to make room on a full disk" if room else ""
         text = (f"retention dropped {new} records no destination had acknowledged "
-                f"(on_full = drop_oldest; the spool now starts at seq {first}; {dropped} in all)")
+                f"(on_full = drop_oldest{why}; the spool now starts at seq {first}; {dropped} in all)")
         log.warning("%s", text)
         self.context.sink.submit(Columns.of([self.context.notice("hostlog", text, severity=4,
                                                                  DROPPED=str(new))]))

@@ -56,6 +56,9 @@ class Readers:
     spool_segments: Callable[[], int] = _zero
     records_written: Callable[[], int] = _zero  # records the writer put in the spool
     spool_dropped: Callable[[], int] = _zero  # records retention dropped unacknowledged
+    spool_full: Callable[[], int] = _zero  # 1 while writes wait for room (disk full, max_bytes)
+    spool_blocked: Callable[[], float] = field(default=lambda: 0.0)  # seconds writes waited
+    spool_dropped_for_room: Callable[[], int] = _zero  # of spool_dropped: to make room on a full disk
     source_dropped: Callable[[], dict[str, int]] = _empty  # per source name (queue full, rate limit)
     collector_events: Callable[[], dict[tuple[str, Counted], int]] = field(default=dict)
     forward: Callable[[], list[dict[str, Any]]] = field(default=list)  # per link: Link.status()
@@ -90,6 +93,9 @@ class _LiveCollector(Collector):
         for rule, n in sorted(m.rule_dropped().items()):
             dropped.samples.append(Sample("hostlog_records_dropped_total", {"reason": "rule", "rule": rule}, n))
         yield dropped
+        yield _labelled(CounterMetricFamily, "hostlog_anomalies",
+                        "Anomalies said as records of source detect, by kind (docs/patterns.md)",
+                        "kind", m.anomalies())
         events = CounterMetricFamily("hostlog_collector_events",
                                      "What each collector counts (collectors/events.py): records, "
                                      "drops, rotations, connections, ...", labels=["collector", "event"])
@@ -106,6 +112,15 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("hostlog_spool_dropped_records",
                                   "Records retention dropped before every destination acknowledged them",
                                   value=r.spool_dropped())
+        yield GaugeMetricFamily("hostlog_spool_full",
+                                "1 while the spool writer waits for room (the disk is full, or "
+                                "max_bytes with data not acknowledged): the sources are slowed",
+                                value=r.spool_full())
+        yield CounterMetricFamily("hostlog_spool_blocked_seconds",
+                                  "Seconds the spool writer waited for room", value=r.spool_blocked())
+        yield CounterMetricFamily("hostlog_spool_dropped_for_room_records",
+                                  "Of hostlog_spool_dropped_records: dropped to make room on a full "
+                                  'disk (on_full = "drop_oldest")', value=r.spool_dropped_for_room())
         yield CounterMetricFamily("hostlog_spool_records_written", "Records written to the spool",
                                   value=r.records_written())
         yield GaugeMetricFamily("hostlog_spool_bytes", "Size of all spool segments", value=r.spool_bytes())
@@ -202,6 +217,7 @@ class Metrics:
         self.records_in: dict[str, int] = {}
         self.bytes_in: dict[str, int] = {}
         self.rule_dropped: Callable[[], dict[str, int]] = _empty  # by rule name (the agent's rules sink)
+        self.anomalies: Callable[[], dict[str, int]] = _empty  # by kind (the agent's patterns sink)
         self.registry.register(_LiveCollector(self))
         # process_* (CPU, RSS, open fds) of the agent itself, from /proc
         ProcessCollector(registry=self.registry)
@@ -273,6 +289,9 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         spool_segments=spool_value(lambda s: len(s.segments)),
         records_written=lambda: agent.writer.stats.records if agent.writer is not None else 0,
         spool_dropped=spool_value(lambda s: s.dropped_records),
+        spool_full=lambda: int(agent.writer is not None and agent.writer.full is not None),
+        spool_blocked=lambda: agent.writer.stats.blocked_s if agent.writer is not None else 0.0,
+        spool_dropped_for_room=spool_value(lambda s: s.dropped_for_space),
         source_dropped=lambda: dropped_by_collector(context.counters),
         collector_events=lambda: dict(context.counters),
         forward=lambda: [link for dest in forwarding_status(agent)["forward"] for link in dest["links"]],

@@ -61,6 +61,7 @@ class Wiring:
     http: Any = None  # hostlog.http.server.HttpServer, with [http]
     metrics: Any = None  # hostlog.agent.metrics.Metrics, while its endpoint serves
     acked_at_start: int = 0  # destinations' acked seq when the agent started
+    report: Any = None  # hostlog.agent.report.ReportWriter, with [report]
     reload_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
 
 
@@ -86,6 +87,8 @@ async def attach(agent: WiredAgent) -> None:
     await supervisor.start()
     if config.apps:
         log.info("supervising %d apps", len(config.apps))
+    from hostlog.agent import report
+    wiring.report = report.attach(agent, config.report)
 
 
 async def detach(agent: WiredAgent) -> None:
@@ -94,6 +97,8 @@ async def detach(agent: WiredAgent) -> None:
     if wiring is None:
         return
     agent.wiring = None
+    if wiring.report is not None:
+        await wiring.report.stop()
     await _stop_http(wiring)
     if wiring.control is not None:
         await wiring.control.stop()
@@ -115,6 +120,11 @@ async def on_reload(agent: WiredAgent, new_config: Config) -> None:
         await _stop_http(wiring)
         if new_config.http is not None:
             await _start_http(agent, wiring, new_config)
+    if new_config.report != agent.config.report:
+        from hostlog.agent import report
+        if wiring.report is not None:
+            await wiring.report.stop()
+        wiring.report = report.attach(agent, new_config.report)
     changes = await wiring.supervisor.reload(new_config.apps)
     log.info("reload: apps added [%s], removed [%s], changed [%s]",
              *(", ".join(changes[k]) for k in ("added", "removed", "changed")))

@@ -135,6 +135,9 @@ def _unpack(data: bytes) -> tuple[int, list[Any]]:
             raise ChunkError("chunk columns differ in length")
     except TypeError as exc:
         raise ChunkError(f"chunk columns are malformed: {exc}") from exc
+    # (fuzzed chunks: a string table that is a map, a fields row that is not one)
+    if not isinstance(strings, list) or any(type(row) is not dict for row in fields):
+        raise ChunkError("chunk string table or fields column is malformed")
     return n, columns
 
 
@@ -155,7 +158,7 @@ def decode_chunk(data: bytes) -> list[Record]:
                    fields=fields[i], origin=strings[origin_idx[i]], seq=seq[i])
             for i in range(n)
         ]
-    except (TypeError, IndexError) as exc:
+    except (TypeError, IndexError, KeyError) as exc:  # (KeyError: an index column that is a map)
         raise ChunkError(f"chunk columns are malformed: {exc}") from exc
 
 
@@ -174,5 +177,5 @@ def decode_columns(data: bytes) -> Columns:
             _undeltas(ts_base, ts_deltas), list(map(pick, host_idx)), list(map(pick, source_idx)),
             list(map(pick, app_idx)), pids, severities, facilities, msgs, fields,
             list(map(pick, origin_idx)), _undeltas(seq_base, seq_deltas)])
-    except (TypeError, IndexError) as exc:
+    except (TypeError, IndexError, KeyError) as exc:  # (KeyError: an index column that is a map)
         raise ChunkError(f"chunk columns are malformed: {exc}") from exc

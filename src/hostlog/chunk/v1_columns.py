@@ -18,11 +18,12 @@ from typing import Any, cast
 import msgpack
 
 from hostlog.chunk.v1 import CHUNK_VERSION
+from hostlog.chunk.view import FrameColumns
 from hostlog.errors import ChunkError
 from hostlog.record import Record
 
 __all__ = ["APP", "FACILITY", "FIELDS", "HOST", "MSG", "ORIGIN", "PID", "SEQ_BASE", "SEVERITY",
-           "SOURCE", "TS_DELTAS", "FrameColumns"]
+           "SOURCE", "TS_DELTAS", "FrameColumns", "FrameColumnsV1"]
 
 (_VERSION, _N, _STRINGS, _TS_BASE, TS_DELTAS, HOST, SOURCE, APP, PID, SEVERITY,
  FACILITY, MSG, FIELDS, ORIGIN, SEQ_BASE, SEQ_DELTAS) = range(16)
@@ -34,8 +35,8 @@ _SPARSE = 0.1
 _MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 
-class FrameColumns:
-    """One chunk; columns are located and unpacked on first use, and kept."""
+class FrameColumnsV1(FrameColumns):
+    """One version 1 chunk; columns are located and unpacked on first use, and kept."""
 
     def __init__(self, chunk: bytes) -> None:
         self.chunk = chunk
@@ -206,6 +207,9 @@ class FrameColumns:
             starts = [start + off for off in starts]
             self._cols[key] = starts
         return starts
+
+    def may_hold(self, c: int, needle: bytes) -> bool:
+        return self.chunk.find(needle, *self.span(c)) >= 0
 
     def holding(self, c: int, needles: list[bytes]) -> set[int]:
         """Indices of the elements of column ``c`` whose bytes contain one of

@@ -172,6 +172,11 @@ def format_status(result: dict[str, Any]) -> str:
     lines = [f"hostlog {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
              f"uptime {_duration(agent.get('uptime'))}  records in {agent.get('records_in', 0)} / "
              f"out {agent.get('records_out', 0)}  spool {_size(agent.get('spool_bytes'))}"]
+    spool = agent.get("spool") or {}
+    if spool.get("full"):
+        lines.append(f"spool FULL ({spool['full']}) for {spool.get('full_for', 0):.1f} s: writes wait "
+                     f"(on_full = {spool.get('on_full')}; blocked {spool.get('blocked_s', 0):.1f} s "
+                     f"in all, {spool.get('dropped_for_room', 0)} records dropped to make room)")
     lines += _forward_lines(result)
     from hostlog.cli.rules_cmd import status_lines
     lines += status_lines(result.get("rules", []))

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     from hostlog.cli import patterns_cmd, rules_cmd
     rules_cmd.add_parser(sub)
     patterns_cmd.add_parser(sub)
+    from hostlog.cli import report_cmd
+    report_cmd.add_parser(sub)
 
     spool = sub.add_parser("spool", help="inspect a spool")
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "segments with it from its next start)")):
         p = spool_sub.add_parser(name, help=text)
         add_spool_location(p)
+    from hostlog.cli import archive_cmd
+    archive_cmd.add_parsers(spool_sub)  # archive, export, import
 
     config = sub.add_parser("config", help="check a config file")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return query_cmd.run(args)
         if args.command == "stats":
             return args.run_stats(args)
+        if args.command == "report":
+            return int(args.run_report(args))
         if args.command == "ctl":
             from hostlog.cli import ctl_cmd
             return ctl_cmd.run(args)

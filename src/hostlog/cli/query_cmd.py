@@ -37,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="show long and binary fields in full")
     p.add_argument("--no-pager", action="store_true", help="never start a pager")
     p.add_argument("-q", "--quiet", action="store_true", help="no informational messages")
+    p.add_argument("--around", metavar="CURSOR",
+                   help="the records of every source around the one with that __CURSOR, those "
+                        "sharing its pid, unit, trace or request id first")
+    p.add_argument("--window", default="30s", metavar="DURATION",
+                   help="with --around: how far before and after it (default 30s)")
 
 
 def add_selection_options(p: argparse.ArgumentParser) -> None:
@@ -61,6 +66,8 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[],
                    help="records of this source (syslog, journald, file, process, ...)")
     p.add_argument("--utc", action="store_true", help="times in UTC")
+    p.add_argument("--no-archive", action="store_true",
+                   help="read the spool's segments only, not its archive tier")
     # `-S -1h`, `-U -5min`: journalctl takes a relative time after an option
     # as its value; argparse would take anything starting with "-" for an
     # option unless it looks like a negative number, so make "-<digit>..." one.
@@ -139,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
         directory, key_file = spool_location(args)
     if args.disk_usage:
         total = sum(p.stat().st_size for p in (directory / "segments").glob("*.seg"))
+        if not args.no_archive:
+            from hostlog.spool.archive import archive_dir
+            total += sum(p.stat().st_size for p in archive_dir(directory).glob("*.seg"))
         from hostlog.query.output import format_bytes
         print(f"Spool {directory} takes up {format_bytes(total)} in the file system.")
         return 0
-    reader = SpoolReader.open(directory, key_file)
+    reader = SpoolReader.open(directory, key_file, archive=not args.no_archive)
     tty = sys.stdout.isatty()
     if args.field or args.list_apps or args.list_hosts:
         return _distinct(reader, query, args)
@@ -152,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
     format_record = formatter.format
     if tty and query.grep is not None:
         format_record = _highlighting(formatter, query.grep)
+    if args.around:
+        if args.follow:
+            print("hostlog query: --around shows a window that has ended: not with -f", file=sys.stderr)
+            return 1
+        from hostlog.query.around import print_around
+        with pager(tty and not args.no_pager) as out:
+            return print_around(reader, query, args.around, args.window, format_record, out, utc=args.utc)
     from hostlog.query import engine
     lines = None if args.lines == ALL_LINES else args.lines
     lines, reverse = engine.effective(lines=lines, reverse=args.reverse, follow=args.follow,

@@ -40,6 +40,9 @@ def rotate_key(directory: Path, key_file: Path | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.spool_command in ("archive", "export", "import"):
+        from hostlog.cli import archive_cmd
+        return archive_cmd.run(args)
     directory, key_file = spool_location(args)
     if args.spool_command == "rotate-key":
         return rotate_key(directory, key_file)
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         ("records", str(stats.records)),
         ("seq range", f"{stats.first_seq}..{stats.last_seq}" if stats.records else "-"),
         ("bytes on disk", f"{stats.bytes_on_disk} ({_size(stats.bytes_on_disk)})"),
-        ("chunk bytes", f"{stats.chunk_bytes} ({_size(stats.chunk_bytes)}) before LZ4 + AES-GCM"),
+        ("chunk bytes", f"{stats.chunk_bytes} ({_size(stats.chunk_bytes)}) before compression + AES-GCM"),
         ("compression", f"{stats.compression_ratio:.2f}:1"),
         ("first record", _when(stats.ts_min)),
         ("last record", _when(stats.ts_max)),

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         directory, key_file = Path(args.directory), Path(args.key_file) if args.key_file else None
     else:
         directory, key_file = spool_location(args)
-    reader = SpoolReader.open(directory, key_file)
+    reader = SpoolReader.open(directory, key_file, archive=not args.no_archive)
     spark = args.output == "table" and (args.sparkline == "always" or (
         args.sparkline == "auto" and sys.stdout.isatty()))
     if spark and spec.every_ns is None:

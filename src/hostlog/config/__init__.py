@@ -42,6 +42,8 @@ from hostlog.config.fields import PositiveDuration as PositiveDuration
 from hostlog.config.fields import Size as Size
 from hostlog.config.loader import load_config, parse_config
 from hostlog.config.schema import Agent, Config, Control, Forward, Http, Receiver, Spool, Tls, default_state_dir
+from hostlog.config.schema import Patterns as Patterns
+from hostlog.config.schema import SpoolArchive as SpoolArchive
 from hostlog.config.sources import (
     FileSource,
     FluentSource,

@@ -73,6 +73,26 @@ class Agent(_Section):
         return Path(os.path.abspath(value))
 
 
+class SpoolArchive(_Section):
+    """``[spool.archive]``: the archive tier (docs/operations.md). Absent: no archive."""
+
+    after: Duration = 7 * 86400.0
+    """A sealed segment whose newest record is older than this is rewritten into the archive."""
+    dir: AbsPath | None = None
+    """Where archived segments go; None means <state_dir>/spool/archive."""
+    keep: Duration = 365 * 86400.0
+    """An archived segment whose newest record is older than this is deleted (once every
+    forward destination has acknowledged it); 0 keeps them for ever."""
+    compression: Annotated[int, Field(ge=1, le=22)] = 19
+    """zstd level of archived frames (1 fastest .. 22 smallest)."""
+
+    @model_validator(mode="after")
+    def _keep(self) -> SpoolArchive:
+        if self.keep and self.keep < self.after:
+            raise _problems((("keep",), "must be 0 or at least archive.after"))
+        return self
+
+
 class Spool(_Section):
     """``[spool]``: the on-disk, encrypted store of accepted records."""
 
@@ -88,8 +108,20 @@ class Spool(_Section):
     """Longest time an accepted record waits for its sync with fsync = "batch"."""
     on_full: Literal["block", "drop_oldest"] = "block"
     """At max_bytes with unacknowledged data: block writers, or drop the oldest segment (counted)."""
+    max_pending: Annotated[int, Field(ge=100)] = 200_000
+    """Records read and not yet written that the spool writer holds (memory); past this it
+    pushes back on the sources (TCP, pipes and files slow down; UDP drops, counted)."""
     key_file: AbsPath | None = None
     """Master key file (created 0600 on first start); None means <state_dir>/spool.key."""
+    compact: bool = True
+    """Rewrite a segment sealed with small frames (a quiet host) with full frames, in the background."""
+    seal_after: Duration = 0.0
+    """Seal the active segment once it is this old (then compaction fills its frames); 0: a
+    quarter of max_age, at most a day."""
+    chunk: Literal["v1", "v2"] = "v1"
+    """Layout of the chunks the writer encodes (docs/format.md); readers read both."""
+    archive: SpoolArchive | None = None
+    """``[spool.archive]``: the archive tier; None means no archive."""
 
     @model_validator(mode="after")
     def _sizes(self) -> Spool:
@@ -134,6 +166,9 @@ class Forward(_Section):
     """replicate: a chunk is acknowledged once this many targets have it durable."""
     window: Annotated[int, Field(ge=1)] = 64
     """Chunks in flight without an ack, per target."""
+    ack_timeout: PositiveDuration = 60.0
+    """Chunks in flight and no ack (or a peer that takes no data) for this long: the
+    connection is given up and made again (a half-open link, acks lost on the way)."""
     token: str | None = None
     """Shared token presented to the receiver (instead of, or besides, a client certificate)."""
     shared_key: Annotated[str, Field(min_length=1)] | None = None
@@ -301,6 +336,68 @@ class Http(_Section):
         return [parse_http_listen(value) for value in self.listen]
 
 
+def _at_least_one_second(value: float) -> float:
+    if value < 1.0:
+        raise ValueError("must be at least 1s")
+    return value
+
+
+ReportFormat = Literal["html", "json", "md"]
+
+
+def _default_report_formats() -> list[ReportFormat]:
+    return ["html", "json"]
+
+
+class Report(_Section):
+    """``[report]``: the agent writes ``hostlog report`` of each period into a
+    directory (docs/report.md). Absent: no reports."""
+
+    dir: AbsPath
+    """Directory the reports are written to (created if missing)."""
+    every: Annotated[Duration, AfterValidator(_at_least_one_second)] = 86400.0
+    """Length of the period each report covers; one is written at each multiple
+    of it since the epoch (UTC midnight for "1d"), covering the period before."""
+    formats: Annotated[list[ReportFormat], Field(min_length=1)] = Field(default_factory=_default_report_formats)
+    """Which renderings to write, each to its own file."""
+    keep: Annotated[int, Field(ge=0)] = 30
+    """Reports kept per format, the newest; older ones are removed. 0 keeps all."""
+    top: Annotated[int, Field(ge=1)] = 10
+    """Templates and apps shown in each table."""
+    baseline: Duration = 7 * 86400.0
+    """How far before the period a template counts as already seen (for "new templates")."""
+
+
+class Patterns(_Section):
+    """``[patterns]``: template mining at ingest (docs/patterns.md). Every record
+    gets the fields ``PATTERN_ID`` and ``PATTERN``."""
+
+    enabled: bool = True
+    """Mine every record's message; false: records carry no pattern."""
+    similarity: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    """Least share of a message's tokens that must agree with a template."""
+    max_patterns: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
+    """Templates kept per app; the least recently used goes."""
+    max_apps: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Apps with templates; the least recently used app goes whole."""
+    checkpoint_interval: PositiveDuration = 5.0
+    """How often the miner's state is saved (when it changed); also at stop."""
+    anomalies: bool = True
+    """Say anomalies (new template, spike, stopped heartbeat, error burst) as records of source "detect"."""
+    window: PositiveDuration = 60.0
+    """Length of the windows counts are compared over."""
+    warmup: Duration = 600.0
+    """How long an app is watched before a template never seen is an anomaly."""
+    factor: Annotated[float, Field(gt=1.0)] = 10.0
+    """How many times its usual count a window makes a spike (or an error burst)."""
+    min_count: Annotated[int, Field(ge=1)] = 20
+    """Least count in a window for a spike."""
+    min_errors: Annotated[int, Field(ge=1)] = 20
+    """Least err-or-worse records of an app in a window for an error burst."""
+    cooldown: Duration = 600.0
+    """Least time between two anomalies of one kind, app and template."""
+
+
 def _default_control_socket(state_dir: Path) -> Path:
     if os.geteuid() == 0:
         return Path("/run/hostlog/control.sock")
@@ -343,6 +440,10 @@ class Config(_Section):
     """``[control]``; ``control.socket`` is always set after validation."""
     http: Http | None = None
     """``[http]``; None: no HTTP server."""
+    report: Report | None = None
+    """``[report]``; None: the agent writes no reports."""
+    patterns: Patterns = Field(default_factory=Patterns)
+    """``[patterns]``: mining at ingest."""
 
     @property
     def spool_dir(self) -> Path:

@@ -129,6 +129,15 @@ class FileSource(_Section):
     """A partial last line (no newline yet) or an open multiline record is emitted after this long without new data."""
     rotate_wait: Duration = 5.0
     """A rotated or deleted file is read until it has been quiet this long, then closed."""
+    parse: str = "auto"
+    """How a line is read: "auto" (its leading timestamp and level, or a JSON object),
+    "none", "json", "syslog", or a regular expression with named groups."""
+
+    @field_validator("parse")
+    @classmethod
+    def _parse(cls, value: str) -> str:
+        from hostlog.collectors.files.parse import check_parse
+        return check_parse(value)
 
     @field_validator("multiline_start")
     @classmethod

@@ -61,7 +61,10 @@ READ_FRAMES = 16
 IDLE_POLL_S = 0.05
 CONNECT_TIMEOUT_S = 10.0
 HELLO_TIMEOUT_S = 10.0
-#: Chunks in flight and no ack for this long: the link is dead, reconnect.
+#: Chunks in flight and no ack for this long: the link is dead, reconnect
+#: (``[[forward]] ack_timeout``). The same bound holds a write the peer
+#: does not read (``drain``): a half-open connection, whichever way it broke,
+#: is given up after it, full window or not.
 ACK_TIMEOUT_S = 60.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
 #: After a receiver said "rejected" (wrong token, version): try again this late.
@@ -240,7 +243,7 @@ class Link:
 
     def __init__(self, name: str, endpoints: list[Endpoint], cursor: Cursor, source: ChunkSource,
                  output: Callable[[Endpoint], Output], *, durable: Callable[[], int], window: int,
-                 report: Callable[[str, BaseException], None]) -> None:
+                 report: Callable[[str, BaseException], None], ack_timeout: float = ACK_TIMEOUT_S) -> None:
         self.name = name
         self.endpoints = endpoints
         self.cursor = cursor
@@ -248,11 +251,13 @@ class Link:
         self.output = output  # one per connection
         self.durable = durable
         self.window = window
+        self.ack_timeout = ack_timeout
         self.report = report  # an unexpected error (a bug): counted by the agent
         self.stats = LinkStats()
         self.target: Endpoint | None = None  # the one connected to
         self.connected_since: float | None = None
         self.inflight: collections.deque[Sent] = collections.deque()
+        self._progress = 0.0  # monotonic time of the last ack, or of the first chunk sent after it
         self._output: Output | None = None  # the current (or last) connection's
         self._task: asyncio.Task[None] | None = None
         self._saver: asyncio.Task[None] | None = None
@@ -370,12 +375,14 @@ class Link:
                 log.info("forward %s: connected to %s", self.name, endpoint.url)
                 self.stats.last_error = ""
             sent_upto = self.cursor.acked
+            self._progress = time.monotonic()
             acks = asyncio.create_task(self._take_acks(out, lambda: sent_upto))
             started = time.monotonic()
             while not self._stopping:
                 if acks.done():
                     acks.result()  # raises what ended it
                     raise ConnectionResetError(f"{endpoint.url} closed the connection")
+                self._check_acks()
                 if failback and time.monotonic() - started > FAILBACK_S:
                     await self._drain(acks)
                     log.info("forward %s: going back to %s", self.name, self.endpoints[0].url)
@@ -396,6 +403,8 @@ class Link:
                     self.source.read, sent_upto, upto, max_frames=min(room, READ_FRAMES),
                     max_bytes=WINDOW_BYTES - in_flight_bytes)
                 for chunk, ts_min in chunks:
+                    if not self.inflight:  # the ack clock runs from the first unacked chunk
+                        self._progress = time.monotonic()
                     # in flight, and counted as sent, before send() returns: an
                     # output that awaits in send() may see its ack come first
                     self.inflight.append(Sent(chunk.last, len(chunk.data), ts_min))
@@ -405,7 +414,11 @@ class Link:
                     self.stats.records += chunk.count
                     self.stats.bytes += len(chunk.data)
                 sent_upto = max(sent_upto, reached)
-                await out.drain()
+                try:  # a peer that reads nothing (half-open) must not hold the link for ever
+                    await asyncio.wait_for(out.drain(), self.ack_timeout)
+                except TimeoutError:
+                    raise TimeoutError(f"the peer took no data for {self.ack_timeout:g} s "
+                                       f"with {len(self.inflight)} chunks in flight") from None
             return False
         finally:
             if acks is not None:
@@ -419,22 +432,32 @@ class Link:
                 raise RemoteProtocolError(f"ack of seq {seq}, which was not sent")
             while self.inflight and self.inflight[0].last <= seq:
                 self.inflight.popleft()
+            self._progress = time.monotonic()
             self.cursor.advance(seq)
             self._space.set()
+
+    def _check_acks(self) -> None:
+        """Chunks in flight and no ack for ``ack_timeout``: the connection is
+        dead though the socket says nothing (half-open, or acks lost on the
+        way back). Checked whether the window is full or not, so a link with
+        a few chunks out and nothing new to send does not wait for ever."""
+        if self.inflight and time.monotonic() - self._progress > self.ack_timeout:
+            raise TimeoutError(f"no ack for {self.ack_timeout:g} s with {len(self.inflight)} chunks in flight")
 
     async def _wait_space(self, acks: asyncio.Task[None]) -> None:
         self._space.clear()
         space = asyncio.ensure_future(self._space.wait())
         try:
-            done, _ = await asyncio.wait([space, acks], timeout=ACK_TIMEOUT_S,
+            left = max(0.0, self._progress + self.ack_timeout - time.monotonic()) if self.inflight else None
+            done, _ = await asyncio.wait([space, acks], timeout=left if left is not None else self.ack_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             space.cancel()
         if not done:
-            raise TimeoutError(f"no ack for {ACK_TIMEOUT_S:.0f} s with {len(self.inflight)} chunks in flight")
+            raise TimeoutError(f"no ack for {self.ack_timeout:g} s with {len(self.inflight)} chunks in flight")
 
     async def _drain(self, acks: asyncio.Task[None]) -> None:
-        deadline = time.monotonic() + ACK_TIMEOUT_S
+        deadline = time.monotonic() + self.ack_timeout
         while self.inflight and not acks.done() and time.monotonic() < deadline:
             await self._wait_space(acks)
 
@@ -486,7 +509,8 @@ def build_destination(forward: Any, *, cursors: Path, source: Callable[[], Chunk
         chunks = source()
         chunks.destination = forward.name  # records routed elsewhere are left out
         dest.links.append(Link(stem, group, Cursor(cursors / f"{stem}.json"), chunks, output,
-                               durable=durable, window=forward.window, report=report))
+                               durable=durable, window=forward.window, report=report,
+                               ack_timeout=getattr(forward, "ack_timeout", ACK_TIMEOUT_S)))
     return dest
 
 

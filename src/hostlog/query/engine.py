@@ -41,23 +41,22 @@ def write(out: BinaryIO, reader: SpoolReader, query: Query, *, lines: int | None
           parallel: bool = True) -> tuple[int, int]:
     """Write the selected records to ``out``; returns (the highest seq
     written, the spool's newest seq when the selection was made)."""
-    frames = None
-    workers = 1
     if lines is None and parallel:
         from hostlog.query.parallel import MIN_FRAMES, worker_count
         workers = worker_count()
         if workers > 1:
-            frames = [(seg.path, entry) for seg, entry in
-                      reader.frames_quick(reverse=reverse, test=query.frame_test,
-                                          since_ns=query.since_ns, until_ns=query.until_ns)]
-            if len(frames) < MIN_FRAMES:
-                frames = None
-    if frames is not None:
-        from hostlog.query.parallel import write_parallel
-        roomy_heap()
-        _, top = write_parallel(out, reader, query, frames, make_printer, reverse=reverse,
-                                identity=identity, workers=workers)
-        return top, last_seq(reader)
+            # pinned: the workers open the very files listed here, even if a
+            # compaction or an archiving replaces or moves one meanwhile
+            with reader.pinned():
+                frames = [(seg.path, entry) for seg, entry in
+                          reader.frames_quick(reverse=reverse, test=query.frame_test,
+                                              since_ns=query.since_ns, until_ns=query.until_ns)]
+                if len(frames) >= MIN_FRAMES:
+                    from hostlog.query.parallel import write_parallel
+                    roomy_heap()
+                    _, top = write_parallel(out, reader, query, frames, make_printer,
+                                            reverse=reverse, identity=identity, workers=workers)
+                    return top, last_seq(reader)
     pieces, newest = select(reader, query, lines=lines, reverse=reverse, identity=identity,
                             columnar=columnar)
     return write_records(out, pieces, make_printer()), newest

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import add
 
-from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns
+from hostlog.chunk import APP, FIELDS, HOST, MSG, SOURCE, FrameColumns, chunk_version
 from hostlog.journal.fields import ABSENT_FIELD, field_values
 from hostlog.query.priority import priority_matches
 from hostlog.query.regex_shape import context_free, longest_literal
@@ -237,8 +237,9 @@ class Query:
         for options in literals:
             if not any(s in chunk for s in options):
                 return False
-        if group_literals and not any(all(any(v in chunk for v in values) for values in need)
-                                      for need in group_literals):
+        # (a version 2 chunk holds messages by template, not as their text)
+        if group_literals and chunk_version(chunk) == 1 and not any(
+                all(any(v in chunk for v in values) for values in need) for need in group_literals):
             return False
         return True
 
@@ -277,7 +278,7 @@ class Query:
         if grep is not None and idx != []:
             # the message column holds the MESSAGE shown; a record without
             # one (verify() drops it) has an empty message there
-            if grep.literal is not None and cols.chunk.find(grep.literal, *cols.span(MSG)) < 0:
+            if grep.literal is not None and not cols.may_hold(MSG, grep.literal):
                 idx = []  # a text every match holds is in no message
             else:
                 idx = grep.select(cols.msgs(), idx)

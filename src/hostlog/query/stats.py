@@ -182,6 +182,14 @@ def compute(reader: SpoolReader, query: Query, spec: StatsSpec, *,
             workers: int | None = None) -> StatsResult:
     """Count what ``query`` selects in the spool, as ``spec`` says. Damage
     met on the way is in ``result.damage`` (and ``reader.damage``)."""
+    # pinned: the frames listed first are read (by forked workers too) from
+    # the files they were listed in, whatever a compaction or an archiving does
+    with reader.pinned():
+        return _compute(reader, query, spec, workers=workers)
+
+
+def _compute(reader: SpoolReader, query: Query, spec: StatsSpec, *,
+             workers: int | None = None) -> StatsResult:
     roomy_heap()
     result = StatsResult(spec)
     engine = _Engine(query, spec)

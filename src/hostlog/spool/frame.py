@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import lz4.block
 import msgpack
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -36,6 +38,7 @@ __all__ = [
     "FramePayloadError", "IndexEntry", "SegmentHeader", "decompress_chunk", "decrypt_frame",
     "COUNTS_TRAILER_SIZE", "Footer", "counts_length", "footer_index", "footer_trailer", "open_counts",
     "open_frame", "pack_footer", "parse_footer", "seal_frame", "unpack_footer", "unpack_frame_header",
+    "CODEC_LZ4", "CODEC_ZSTD", "FLAG_ZSTD", "SEGMENT_ZSTD", "to_lz4", "zstd_compress",
 ]
 
 FORMAT_VERSION = 1
@@ -66,6 +69,19 @@ LZ4_FAST_MODE = {"mode": "default"}
 #: A frame's payload is never larger: a length beyond it is damage, not data.
 MAX_PAYLOAD = 256 * 1024 * 1024
 
+# --- codecs (docs/format.md "Codecs") ----------------------------------------
+#: Frame flag: the payload is a zstd frame, not an LZ4 block. Written only by
+#: a rewrite of a sealed segment (the archive tier, spool/archive.py).
+FLAG_ZSTD = 0x01
+KNOWN_FRAME_FLAGS = FLAG_ZSTD
+#: Segment header incompatible flag: frames of this segment may be zstd. A
+#: hostlog that predates zstd refuses such a segment as "not supported"
+#: instead of reporting its frames as damage.
+SEGMENT_ZSTD = 0x0001
+KNOWN_SEGMENT_FLAGS = SEGMENT_ZSTD
+CODEC_LZ4 = "lz4"
+CODEC_ZSTD = "zstd"
+
 # --- footer (sealed segments) ---------------------------------------------
 FOOTER_MAGIC = b"HLFOOTER"
 # index length, frame count, sealed (ns), CRC32 of index bytes + these fields, magic
@@ -82,9 +98,10 @@ class SegmentHeader:
     first_seq: int
     created_ns: int
     version: int = FORMAT_VERSION
+    flags: int = 0  # incompatible flags (SEGMENT_ZSTD)
 
     def pack(self) -> bytes:
-        body = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, self.version, 0, SEGMENT_HEADER_SIZE,
+        body = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, self.version, self.flags, SEGMENT_HEADER_SIZE,
                                     self.agent_id, self.salt, self.key_id, self.key_check,
                                     self.first_seq, self.created_ns, 0)
         return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
@@ -99,12 +116,12 @@ class SegmentHeader:
             raise SpoolFormatError("not a hostlog segment (bad magic)")
         if zlib.crc32(data[:SEGMENT_HEADER_SIZE - 4]) != crc:
             raise SpoolFormatError("segment header CRC mismatch")
-        if version != FORMAT_VERSION or incompat != 0:
+        if version != FORMAT_VERSION or incompat & ~KNOWN_SEGMENT_FLAGS:
             raise SpoolFormatError(f"segment format version {version} (flags {incompat:#x}) "
                                    f"is not supported by this hostlog (version {FORMAT_VERSION})")
         if size != SEGMENT_HEADER_SIZE:
             raise SpoolFormatError(f"segment header length {size} is not supported")
-        return cls(agent_id, salt, key_id, check, first_seq, created, version)
+        return cls(agent_id, salt, key_id, check, first_seq, created, version, incompat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +168,8 @@ def unpack_frame_header(data: bytes | memoryview, offset: int = 0) -> FrameHeade
         raise FrameHeaderError("frame header CRC mismatch")
     if version != FORMAT_VERSION or size != FRAME_HEADER_SIZE:
         raise FrameHeaderError(f"frame version {version} / header length {size} not supported")
+    if flags & ~KNOWN_FRAME_FLAGS:
+        raise FrameHeaderError(f"frame flags {flags:#x} not supported")
     if count == 0 or not TAG_SIZE <= payload_len <= MAX_PAYLOAD:
         raise FrameHeaderError(f"implausible frame (count {count}, payload {payload_len})")
     return FrameHeader(key_id, first_seq, count, ts_min, ts_max, sev, bloom, chunk_len,
@@ -163,15 +182,22 @@ def _aad(header_bytes: bytes, salt: bytes, offset: int) -> bytes:
 
 def seal_frame(chunk: bytes, *, key: bytes, key_id: int, salt: bytes, offset: int,
                first_seq: int, count: int, ts_min: int, ts_max: int, severity_mask: int,
-               app_bloom: int, aead: AESGCM | None = None, fast: bool = False) -> bytes:
+               app_bloom: int, aead: AESGCM | None = None, fast: bool = False,
+               zstd_level: int | None = None) -> bytes:
     """Compress and encrypt one chunk into a complete frame for ``offset``
-    (``fast``: with LZ4's fast mode instead of HC)."""
-    compressed = lz4.block.compress(chunk, store_size=False,
-                                    **(LZ4_FAST_MODE if fast else LZ4_MODE))
+    (``fast``: with LZ4's fast mode instead of HC; ``zstd_level``: with zstd
+    at that level instead of LZ4, flagged FLAG_ZSTD)."""
+    if zstd_level is None:
+        compressed = lz4.block.compress(chunk, store_size=False,
+                                        **(LZ4_FAST_MODE if fast else LZ4_MODE))
+        flags = 0
+    else:
+        compressed = zstd_compress(chunk, zstd_level)
+        flags = FLAG_ZSTD
     header = FrameHeader(key_id=key_id, first_seq=first_seq, count=count, ts_min=ts_min,
                          ts_max=ts_max, severity_mask=severity_mask, app_bloom=app_bloom,
                          chunk_len=len(chunk), payload_len=len(compressed) + TAG_SIZE,
-                         nonce=os.urandom(NONCE_SIZE))  # random, never a counter
+                         nonce=os.urandom(NONCE_SIZE), flags=flags)  # nonce: random, never a counter
     header_bytes = header.pack()
     aead = aead or AESGCM(key)
     payload = aead.encrypt(header.nonce, compressed, _aad(header_bytes, salt, offset))
@@ -191,9 +217,52 @@ def decrypt_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, k
         raise FrameAuthError("authentication failed (damaged or moved frame)") from None
 
 
-def decompress_chunk(compressed: bytes, chunk_len: int) -> bytes:
-    """An LZ4 block back into the chunk of ``chunk_len`` bytes; raises
-    :class:`FramePayloadError` when it does not inflate to that length."""
+_zstd = threading.local()  # (zstandard's objects are not for two threads at once)
+
+
+def _zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] = _zstd.__dict__.setdefault("c", {})
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=False,
+                                                    write_content_size=True)
+    return c
+
+
+def zstd_compress(chunk: bytes, level: int) -> bytes:
+    """``chunk`` as one zstd frame (content size in its header)."""
+    return _zstd_compressor(level).compress(chunk)
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_zstd, "d", None)
+    if d is None:
+        d = _zstd.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def to_lz4(compressed: bytes, chunk_len: int, flags: int) -> bytes:
+    """A frame's decrypted payload as an LZ4 block whatever its codec: what
+    the forwarder and the peer protocol carry (docs/protocol.md)."""
+    if not flags & FLAG_ZSTD:
+        return compressed
+    chunk = decompress_chunk(compressed, chunk_len, flags)
+    return lz4.block.compress(chunk, store_size=False, **LZ4_FAST_MODE)
+
+
+def decompress_chunk(compressed: bytes, chunk_len: int, flags: int = 0) -> bytes:
+    """An LZ4 block (or, with FLAG_ZSTD in ``flags``, a zstd frame) back
+    into the chunk of ``chunk_len`` bytes; raises :class:`FramePayloadError`
+    when it does not inflate to that length."""
+    if flags & FLAG_ZSTD:
+        try:
+            chunk = _zstd_decompressor().decompress(compressed, max_output_size=chunk_len)
+        except zstandard.ZstdError as exc:
+            raise FramePayloadError(f"payload does not decompress (zstd): {exc}") from None
+        if len(chunk) != chunk_len:
+            raise FramePayloadError(f"payload decompresses to {len(chunk)} bytes, "
+                                    f"header says {chunk_len}")
+        return chunk
     try:
         chunk = lz4.block.decompress(compressed, uncompressed_size=chunk_len)
     except lz4.block.LZ4BlockError as exc:
@@ -214,7 +283,7 @@ def open_frame(header: FrameHeader, header_bytes: bytes, payload: bytes, *, key:
     """
     compressed = decrypt_frame(header, header_bytes, payload, key=key, salt=salt, offset=offset,
                                aead=aead)
-    return decompress_chunk(compressed, header.chunk_len)
+    return decompress_chunk(compressed, header.chunk_len, header.flags)
 
 
 

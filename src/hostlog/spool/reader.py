@@ -4,13 +4,20 @@ Takes no lock: segments are append-only and sealed ones never change, so a
 reader sees every frame that was complete when it looked, and stops at a
 frame still being written. A segment deleted by retention while a query runs
 is passed over (it was the oldest; the query asked for what is there now).
+
+The archive tier (spool/archive.py) is read with the spool, in seq order:
+``segments/`` is listed first, then the archive directory, and a segment
+name found in both (an archiving between its rename and its unlink) is read
+from the archive only; a segment that leaves ``segments/`` for the archive
+between the listing and its opening is opened there. ``archive=False``
+(``hostlog query --no-archive``) reads ``segments/`` alone.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -27,6 +34,10 @@ from hostlog.spool.spool import spool_meta
 #: holds the key for the app filter): False means the frame holds nothing wanted.
 FrameTest = Callable[[SegmentReader, IndexEntry], bool]
 
+#: Descriptors a pinned reader keeps at most (SpoolReader.pinned): well below
+#: the usual soft limit of 1,024 open files.
+PIN_MAX = 512
+
 
 def find_key_file(directory: Path) -> Path:
     """The key file a spool was written with: recorded in its spool.json by
@@ -42,12 +53,17 @@ class SpoolReader:
     directory: Path
     keyring: Keyring
     damage: list[Damage] = field(default_factory=list)
+    archive: bool = True  # read the archive tier too
     # the last index of each unsealed segment, by path and salt: the next
     # look at it walks only what was appended since (follow polls it)
     _unsealed: dict[tuple[Path, bytes], SegmentIndex] = field(default_factory=dict, repr=False)
+    # while pinned (see pinned()): a descriptor of each segment opened, by
+    # the path it was listed under
+    _pinned: dict[Path, int] | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], key_file: str | os.PathLike[str] | None = None) -> SpoolReader:
+    def open(cls, directory: str | os.PathLike[str], key_file: str | os.PathLike[str] | None = None,
+             *, archive: bool = True) -> SpoolReader:
         directory = Path(directory)
         if not (directory / "segments").is_dir():
             raise SpoolError(f"{directory} is not a hostlog spool (no segments/ in it)")
@@ -56,29 +72,74 @@ class SpoolReader:
             keyring = Keyring.load(key_path)
         except KeyFileError as exc:
             raise KeyFileError(f"cannot read spool {directory}: {exc}") from None
-        return cls(directory, keyring)
+        return cls(directory, keyring, archive=archive)
+
+    def archive_dir(self) -> Path:
+        from hostlog.spool.archive import archive_dir
+        return archive_dir(self.directory)
 
     def segment_paths(self) -> list[Path]:
         try:
             names = os.listdir(self.directory / "segments")
         except FileNotFoundError:
             return []
-        paths = [self.directory / "segments" / n for n in names]
-        return sorted((p for p in paths if segment_first_seq(p) is not None),
-                  key=lambda p: segment_first_seq(p) or 0)
+        by_name = {n: self.directory / "segments" / n for n in names}
+        if self.archive:
+            archived = self.archive_dir()
+            try:
+                # after segments/: a segment archived meanwhile is then in one
+                # listing at least; in both, the archive's copy is the one read
+                by_name.update((n, archived / n) for n in os.listdir(archived))
+            except FileNotFoundError:
+                pass
+        return sorted((p for p in by_name.values() if segment_first_seq(p) is not None),
+                      key=lambda p: segment_first_seq(p) or 0)
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """While in it, a segment opened once is opened again (by
+        :meth:`open_segment`, in this process or a forked one) as the same
+        file, even if a compaction or an archiving replaced or moved it
+        meanwhile: for a reader that lists frames first and reads them later
+        (query/parallel.py), whose index entries belong to that file.
+        Re-entrant; at most PIN_MAX descriptors are kept (past them a segment
+        is opened by its name again, as without a pin)."""
+        if self._pinned is not None:
+            yield
+            return
+        self._pinned = {}
+        try:
+            yield
+        finally:
+            pinned, self._pinned = self._pinned, None
+            for fd in set(pinned.values()):
+                os.close(fd)
 
     def open_segment(self, path: Path) -> SegmentReader | None:
-        try:
-            return SegmentReader(path, self.keyring)
-        except FileNotFoundError:
-            return None  # removed by retention since we listed it
-        except KeyFileError:
-            raise
-        except SpoolError as exc:
-            if os.path.getsize(path) == 0:
-                return None  # being created right now
-            self.damage.append(Damage(path.name, 0, str(exc)))
-            return None
+        if self._pinned is not None and path in self._pinned:
+            return SegmentReader(path, self.keyring, fd=os.dup(self._pinned[path]))
+        seg = self._open_segment(path)
+        if seg is not None and self._pinned is not None and len(self._pinned) < PIN_MAX:
+            self._pinned[path] = self._pinned[seg.path] = os.dup(seg.fd)
+        return seg
+
+    def _open_segment(self, path: Path) -> SegmentReader | None:
+        candidates = [path]
+        if self.archive and path.parent == self.directory / "segments":
+            candidates.append(self.archive_dir() / path.name)  # archived since we listed it
+        for candidate in candidates:
+            try:
+                return SegmentReader(candidate, self.keyring)
+            except FileNotFoundError:
+                continue
+            except KeyFileError:
+                raise
+            except SpoolError as exc:
+                if os.path.getsize(candidate) == 0:
+                    return None  # being created right now
+                self.damage.append(Damage(candidate.name, 0, str(exc)))
+                return None
+        return None  # removed by retention since we listed it
 
     def frames(self, *, reverse: bool = False, test: FrameTest | None = None,
                after_seq: int = 0) -> Generator[tuple[SegmentReader, IndexEntry], None, None]:

@@ -12,6 +12,8 @@ frames that fail and goes on with the rest.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -22,14 +24,27 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hostlog.chunk import ChunkError, decode_chunk
 from hostlog.crashpoint import crashpoint
-from hostlog.errors import SpoolFormatError, WrongKeyError
+from hostlog.errors import SpoolError, SpoolFormatError, SpoolSyncError, WrongKeyError
+from hostlog.faultpoint import faultpoint
 from hostlog.record import Record
 from hostlog.spool import frame as F
 from hostlog.spool.index import CountsBuilder, FrameCounts, SegmentCounts, unpack_counts
 from hostlog.spool.keys import Keyring, SegmentKeys, derive_segment_keys
 from hostlog.spool.state import fsync_dir
 
+log = logging.getLogger("hostlog.spool")
+
 SEGMENT_SUFFIX = ".seg"
+
+#: The errors of a write that found no room: the disk (or the quota) is full.
+#: A full spool, not a failure: the writer cuts what it was writing back to
+#: its last whole frame and waits for room (spool/writer.py).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(exc: BaseException) -> bool:
+    """Is ``exc`` a write that found the file system (or the quota) full?"""
+    return isinstance(exc, OSError) and not isinstance(exc, SpoolError) and exc.errno in NO_SPACE
 
 
 def segment_name(first_seq: int) -> str:
@@ -73,9 +88,11 @@ class SegmentIndex:
 class SegmentReader:
     """Read access to one segment; cheap to open, reads only what is asked."""
 
-    def __init__(self, path: Path, keyring: Keyring) -> None:
+    def __init__(self, path: Path, keyring: Keyring, *, fd: int | None = None) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
+        # ``fd``: an open descriptor of the file (owned from now on), e.g. one
+        # kept while the file at ``path`` may be replaced (spool/archive.py)
+        self.fd = os.open(path, os.O_RDONLY) if fd is None else fd
         try:
             try:
                 head = os.pread(self.fd, F.SEGMENT_HEADER_SIZE, 0)
@@ -265,7 +282,8 @@ class SegmentReader:
     def read_compressed(self, entry: F.IndexEntry) -> bytes | Damage:
         """One frame's chunk, authenticated and decrypted, still LZ4
         compressed (``entry.chunk_len`` bytes once inflated): what a
-        forwarder sends. Damage comes back as a value."""
+        forwarder sends. A zstd frame (the archive tier) is given as an LZ4
+        block too. Damage comes back as a value."""
         return self._read(entry, decompress=False)
 
     def _read(self, entry: F.IndexEntry, *, decompress: bool) -> bytes | Damage:
@@ -280,7 +298,9 @@ class SegmentReader:
             compressed = F.decrypt_frame(h, header_bytes, data[F.FRAME_HEADER_SIZE:],
                                          key=self.keys.data_key, salt=self.header.salt,
                                          offset=entry.offset, aead=self.aead)
-            return F.decompress_chunk(compressed, h.chunk_len) if decompress else compressed
+            if decompress:
+                return F.decompress_chunk(compressed, h.chunk_len, h.flags)
+            return F.to_lz4(compressed, h.chunk_len, h.flags)  # (a zstd frame: as LZ4, for peers)
         except F.FrameError as exc:
             return self._damage(entry, str(exc))
 
@@ -335,12 +355,22 @@ class SegmentWriter:
         path = directory / segment_name(first_seq)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, header.pack())
-            os.fsync(fd)
+            try:
+                _pwrite_all(fd, header.pack(), 0)
+            except BaseException:
+                # a header cut short (a full disk): the file holds nothing;
+                # remove it, so that the next try can create it again
+                path.unlink(missing_ok=True)
+                raise
+            _fsync(fd, f"new segment {path.name}", data_only=False)
         except BaseException:
             os.close(fd)
             raise
-        fsync_dir(directory)
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            os.close(fd)
+            raise SpoolSyncError(f"fsync of {directory} (new segment {path.name}) failed: {exc}") from exc
         return cls(path, fd, header, keys, [], F.SEGMENT_HEADER_SIZE)
 
     @classmethod
@@ -367,13 +397,13 @@ class SegmentWriter:
 
     def frame(self, chunk: bytes, *, offset: int, first_seq: int, count: int, ts_min: int,
               ts_max: int, severity_mask: int, app_bloom: int,
-              fast: bool = False) -> tuple[bytes, F.IndexEntry]:
+              fast: bool = False, zstd_level: int | None = None) -> tuple[bytes, F.IndexEntry]:
         """One frame for ``offset`` (sealed for that place), not written yet."""
         data = F.seal_frame(chunk, key=self.keys.data_key, key_id=self.header.key_id,
                             salt=self.header.salt, offset=offset, first_seq=first_seq,
                             count=count, ts_min=ts_min, ts_max=ts_max,
                             severity_mask=severity_mask, app_bloom=app_bloom, aead=self.aead,
-                            fast=fast)
+                            fast=fast, zstd_level=zstd_level)
         return data, F.IndexEntry(offset, first_seq, count, ts_min, ts_max, severity_mask,
                                   app_bloom, len(data), len(chunk))
 
@@ -384,11 +414,14 @@ class SegmentWriter:
         tail) cut short. ``counts``: each frame's (index.frame_counts), for
         the footer; None for a frame whose counts are not known."""
         assert entries and entries[0].offset == self.end
-        view = memoryview(data)
-        off = self.end
-        while view:
-            n = os.pwrite(self.fd, view, off)
-            view, off = view[n:], off + n
+        try:
+            _pwrite_all(self.fd, data, self.end)
+        except BaseException:
+            # No room for all of it (ENOSPC after a part was written), or any
+            # other error: cut the torn part off, so that the segment still
+            # ends at its last whole frame (readable, and recoverable as it is)
+            self._cut_at_end()
+            raise
         crashpoint("frame-written")
         self.entries.extend(entries)
         for frame_counts in counts if counts is not None else [None] * len(entries):
@@ -396,19 +429,79 @@ class SegmentWriter:
         self.end += len(data)
         self.next_seq = entries[-1].first_seq + entries[-1].count
 
+    def _cut_at_end(self) -> None:
+        """Truncate the file to :attr:`end` (the end of its last whole frame)."""
+        try:
+            os.ftruncate(self.fd, self.end)
+        except OSError as exc:
+            raise SpoolError(f"segment {self.path.name}: a write failed and its torn part could "
+                             f"not be cut off ({exc}); recovery cuts it at the next start") from exc
+
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        """fdatasync; a failure raises :class:`SpoolSyncError` (never retried)."""
+        _fsync(self.fd, f"segment {self.path.name}")
 
     def seal(self) -> None:
-        """Write the footer and fsync; the segment never changes after this."""
+        """Write the footer and fsync; the segment never changes after this.
+        No room for the footer: it is cut off again and the segment stays
+        active (the OSError is raised; sealing is tried again later)."""
         footer = F.pack_footer(self.entries, time.time_ns(), self.counts.pack(),
                                key=self.keys.data_key, salt=self.header.salt, offset=self.end)
-        os.pwrite(self.fd, footer, self.end)
+        try:
+            _pwrite_all(self.fd, footer, self.end)
+        except BaseException:
+            self._cut_at_end()
+            raise
         self.end += len(footer)
-        os.fsync(self.fd)
+        _fsync(self.fd, f"segment {self.path.name} (sealing it)", data_only=False)
         self.close()
+
+    def cut_back(self, seq: int) -> int:
+        """After a failed sync: cut the segment back to its frames that end
+        at or before ``seq`` (the last durable record), footer included, and
+        close it; returns the bytes cut. What was written after ``seq`` was
+        never durable, and after a failed sync the page cache cannot be
+        trusted to hold it; its replayable sources read it again."""
+        keep = [e for e in self.entries if e.first_seq + e.count - 1 <= seq]
+        end = keep[-1].offset + keep[-1].size if keep else F.SEGMENT_HEADER_SIZE
+        fd = self.fd if self.fd >= 0 else os.open(self.path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if size > end:
+                os.ftruncate(fd, end)
+                try:
+                    os.fsync(fd)
+                except OSError as exc:  # the disk fails: the restart's recovery reads what is there
+                    log.error("segment %s: cut back to seq %d, but its fsync failed: %s",
+                              self.path.name, seq, exc)
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+        self.entries = keep
+        self.end = end
+        self.next_seq = keep[-1].first_seq + keep[-1].count if keep else self.header.first_seq
+        self.close()
+        return max(0, size - end)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _fsync(fd: int, what: str, *, data_only: bool = True) -> None:
+    """fdatasync (or fsync) ``fd``; a failure is a :class:`SpoolSyncError`,
+    final: it is never retried (see hostlog.errors)."""
+    try:
+        faultpoint("segment-sync")
+        (os.fdatasync if data_only else os.fsync)(fd)
+    except OSError as exc:
+        raise SpoolSyncError(f"{'fdatasync' if data_only else 'fsync'} of {what} failed: {exc}") from exc

@@ -34,7 +34,7 @@ from hostlog.record import Batch
 from hostlog.spool import frame as F
 from hostlog.spool.index import frame_counts, frame_index
 from hostlog.spool.keys import Keyring
-from hostlog.spool.segment import Damage, SegmentIndex, SegmentReader, SegmentWriter, segment_first_seq
+from hostlog.spool.segment import Damage, SegmentIndex, SegmentReader, SegmentWriter, no_space, segment_first_seq
 from hostlog.spool.state import fsync_dir, read_json, write_json
 
 SPOOL_FORMAT = 1
@@ -76,9 +76,12 @@ def spool_meta(directory: Path) -> dict | None:
 
 
 class Spool:
+    chunk_version = 1  # the layout of the chunks it writes ([spool] chunk; readers read both)
+
     def __init__(self, directory: Path, keyring: Keyring, *, segment_bytes: int = 64 << 20,
                  max_bytes: int = 10 << 30, max_age: float = 30 * 86400,
-                 on_full: str = "block", key_file: Path | None = None) -> None:
+                 on_full: str = "block", key_file: Path | None = None,
+                 seal_after: float = 0.0) -> None:
         self.directory = Path(directory)
         self.segments_dir = self.directory / "segments"
         self.keyring = keyring
@@ -91,6 +94,8 @@ class Spool:
         # can free it even on a quiet machine. max_age = 0 turns age-based
         # retention off (docs/config.md); segments are then sealed daily.
         self.segment_age = max(60.0, min(max_age / 4, 86400.0)) if max_age > 0 else 86400.0
+        if seal_after > 0:  # [spool] seal_after: sooner (compaction then fills its frames)
+            self.segment_age = min(self.segment_age, seal_after)
         self.lock_fd = -1
         self.agent_id = ""
         self.active: SegmentWriter | None = None
@@ -98,6 +103,13 @@ class Spool:
         self.durable_seq = 0
         self.dropped_records = 0  # removed by retention before every destination had them
         self.dropped_segments = 0
+        self.dropped_for_space = 0  # of dropped_records: deleted to make room on a full disk
+        # a sync (fsync/fdatasync) of a segment failed: nothing is synced nor
+        # trusted after it (the agent stops; see Spool.cut_untrusted)
+        self.sync_failed: BaseException | None = None
+        self._sync_in_flight = False  # begin_sync .. end_sync / fail_sync
+        self._sealed_durable = 0  # sealed while a sync was in flight: durable if it succeeds
+        self._next_first: int | None = None  # sealed, the next segment not created yet (disk full)
         self.recovery = RecoveryReport()
         self._group_mark = self.directory / "state" / "group.json"
 
@@ -137,8 +149,10 @@ class Spool:
             os.close(fd)
             raise SpoolLockedError(
                 f"spool {self.directory} is in use by another writer (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # over the old pid, then cut to length: on a full disk this needs no new block
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
         self.lock_fd = fd
 
     def _recover(self) -> None:
@@ -201,16 +215,21 @@ class Spool:
                                                      index.sealed_ns or time.time_ns()))
         next_seq = max(self.segments[-1].next_seq if self.segments else 1, floor)
         if self.active is None:
-            self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
-                                               keyring=self.keyring, first_seq=next_seq)
-            self.segments.append(SegmentInfo(self.active.path, next_seq, next_seq,
-                                             self.active.size, None))
+            try:
+                self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
+                                                   keyring=self.keyring, first_seq=next_seq)
+                self.segments.append(SegmentInfo(self.active.path, next_seq, next_seq,
+                                                 self.active.size, None))
+            except OSError as exc:
+                if not no_space(exc):
+                    raise
+                self._next_first = next_seq  # a full disk: the first append creates it
         self.durable_seq = self.next_seq - 1
         report.next_seq = self.next_seq
         # The mark describes a write that is now either whole or cut (reopen
         # truncated and fsynced the segment): it must not cut anything again.
         self._group_mark.unlink(missing_ok=True)
-        if self.active.header.key_id != self.keyring.current_id:
+        if self.active is not None and self.active.header.key_id != self.keyring.current_id:
             # the key file has a newer key (`hostlog spool rotate-key`): what
             # comes now goes into a new segment written with it
             self.rotate()
@@ -223,8 +242,9 @@ class Spool:
         by the next writer."""
         try:
             if self.active is not None:
-                self.active.sync()
-                self.durable_seq = self.next_seq - 1
+                if self.sync_failed is None:  # after a failed sync, no sync is trusted
+                    self.active.sync()
+                    self.durable_seq = self.next_seq - 1
                 self.active.close()
         finally:
             self.active = None
@@ -235,6 +255,8 @@ class Spool:
     # -- writing ---------------------------------------------------------------
     @property
     def next_seq(self) -> int:
+        if self.active is None and self._next_first is not None:
+            return self._next_first  # the next segment waits for room to be created
         assert self.active is not None, "spool is closed"
         return self.active.next_seq
 
@@ -265,6 +287,8 @@ class Spool:
         batches = [b for b in batches if len(b)]
         if not batches:
             return self.next_seq, self.next_seq - 1
+        if self.active is None and self._next_first is not None:
+            self._create_active()  # a rotation that found the disk full (OSError: still full)
         active = self.active
         assert active is not None, "spool is closed"
         if self.total_bytes > self.max_bytes:
@@ -292,7 +316,7 @@ class Spool:
                         seqs[i] = seq + i
             severity_mask, bloom = frame_index(batch, active.keys.bloom_key)
             ts = batch.ts
-            data, entry = active.frame(encode_columns(batch.columns), offset=offset, first_seq=seq,
+            data, entry = active.frame(encode_columns(batch.columns, self.chunk_version), offset=offset, first_seq=seq,
                                        count=n, ts_min=min(ts), ts_max=max(ts),
                                        severity_mask=severity_mask, app_bloom=bloom, fast=fast)
             parts.append(data)
@@ -307,7 +331,13 @@ class Spool:
         info.next_seq, info.size = active.next_seq, active.size
         if active.size >= self.segment_bytes or (
                 time.time_ns() - active.header.created_ns > self.segment_age * 1e9):
-            self.rotate()
+            try:
+                self.rotate()
+            except OSError as exc:
+                if not no_space(exc):
+                    raise
+                # The frames are written (accepted): a full disk only delays
+                # the seal, or the next segment, until there is room again.
         return first, seq - 1
 
     def group_fits(self, nbytes: int) -> bool:
@@ -334,9 +364,18 @@ class Spool:
         os.replace(tmp, self._group_mark)
 
     def sync(self) -> int:
-        """Make everything accepted durable; returns the durable seq."""
-        assert self.active is not None, "spool is closed"
-        self.active.sync()
+        """Make everything accepted durable; returns the durable seq. A
+        failure (SpoolSyncError) is final: every later call raises it again."""
+        if self.sync_failed is not None:
+            raise self.sync_failed
+        if self.active is None:  # sealed (synced) and no next segment yet
+            self.durable_seq = self.next_seq - 1
+            return self.durable_seq
+        try:
+            self.active.sync()
+        except BaseException as exc:
+            self.sync_failed = exc
+            raise
         crashpoint("synced")
         self.durable_seq = self.active.next_seq - 1
         return self.durable_seq
@@ -357,10 +396,61 @@ class Spool:
         the last seq written to it. fdatasync the fd, close it, then call
         :meth:`end_sync` with the seq."""
         assert self.active is not None, "spool is closed"
+        if self.sync_failed is not None:
+            raise self.sync_failed
+        self._sync_in_flight = True
         return os.dup(self.active.fd), self.active.next_seq - 1
 
     def end_sync(self, seq: int) -> None:
-        self.durable_seq = max(self.durable_seq, seq)
+        self.durable_seq = max(self.durable_seq, seq, self._sealed_durable)
+        self._sync_in_flight = False
+
+    def fail_sync(self, exc: BaseException) -> None:
+        """The sync begun by :meth:`begin_sync` failed: nothing it covered is
+        durable, nor what a seal made meanwhile (the seal's fsync may have
+        succeeded only because the failed one had taken the error), and no
+        sync from now on is tried or trusted."""
+        self.sync_failed = exc
+        self._sync_in_flight = False
+        self._sealed_durable = 0
+
+    def _sealed(self, seq: int) -> None:
+        """A seal's fsync returned: records up to ``seq`` are durable, unless
+        a sync of the same file runs on the other thread and fails (then it
+        may have taken the seal's error: see :meth:`fail_sync`)."""
+        if self._sync_in_flight:
+            self._sealed_durable = max(self._sealed_durable, seq)
+        else:
+            self.durable_seq = max(self.durable_seq, seq)
+
+    def _create_active(self) -> SegmentWriter:
+        """Create the segment that follows a sealed one (O_EXCL, header,
+        fsync). On a full disk the OSError goes to the caller and the spool
+        stays without an active segment; the next append tries again."""
+        first = self._next_first
+        assert first is not None
+        active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
+                                      keyring=self.keyring, first_seq=first)
+        self.active, self._next_first = active, None
+        crashpoint("rotation-created")
+        self.segments.append(SegmentInfo(active.path, first, first, active.size, None))
+        return active
+
+    def cut_untrusted(self) -> int:
+        """After a failed sync: cut the active segment back to the last
+        durable record (footer and all); returns the bytes cut. The spool is
+        closed for writing after this (the agent stops; at its next start,
+        written pairs past the cut are dropped and replayable sources read
+        those records again, docs/guarantees.md)."""
+        active = self.active
+        if active is None:
+            return 0
+        cut = active.cut_back(self.durable_seq)
+        self.active = None
+        self._next_first = active.next_seq
+        info = self.segments[-1]
+        info.next_seq, info.size, info.sealed_ns = active.next_seq, active.end, None
+        return cut
 
     def rotate(self) -> None:
         """Seal the active segment (footer, fsync) and start the next one."""
@@ -373,12 +463,9 @@ class Spool:
         self.active = None  # sealed and closed: nothing more goes into it
         info = self.segments[-1]
         info.size, info.sealed_ns = active.end, time.time_ns()
-        self.durable_seq = active.next_seq - 1
-        self.active = SegmentWriter.create(self.segments_dir, agent_id=self._agent_id_bytes(),
-                                           keyring=self.keyring, first_seq=active.next_seq)
-        crashpoint("rotation-created")
-        self.segments.append(SegmentInfo(self.active.path, active.next_seq, active.next_seq,
-                                         self.active.size, None))
+        self._sealed(active.next_seq - 1)
+        self._next_first = active.next_seq
+        self._create_active()
         self.enforce_retention()
 
     # -- retention -------------------------------------------------------------
@@ -422,6 +509,28 @@ class Spool:
         if removed:
             fsync_dir(self.segments_dir)
         return removed
+
+    def drop_oldest_for_room(self) -> int | None:
+        """The disk is full and on_full = drop_oldest: delete the oldest
+        sealed segment, whatever max_bytes and max_age say; returns the
+        records it dropped that not every destination had acknowledged (all
+        of them without a destination: the spool was their only copy), or
+        None when there is no sealed segment to delete (the active one is
+        never deleted). Counted in :attr:`dropped_records` (the metric, and
+        the record the agent writes about it) and :attr:`dropped_for_space`."""
+        if len(self.segments) < 2 or self.segments[0].sealed_ns is None:
+            return None
+        oldest = self.segments[0]
+        acked = self.acked_seq()
+        start = oldest.first_seq if acked is None else max(oldest.first_seq, acked + 1)
+        dropped = max(0, oldest.next_seq - start)
+        oldest.path.unlink(missing_ok=True)
+        self.segments.pop(0)
+        self.dropped_records += dropped
+        self.dropped_for_space += dropped
+        self.dropped_segments += bool(dropped)
+        fsync_dir(self.segments_dir)
+        return dropped
 
 
 def _read_group_mark(path: Path) -> dict | None:

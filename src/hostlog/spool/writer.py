@@ -46,6 +46,27 @@ the one step that cannot keep up, for ~30% less disk on real logs.
 Backpressure: when more than ``max_pending`` records wait for the thread (the
 disk is slow, or the spool is full and on_full = "block"), ``write`` blocks
 its caller, so TCP readers stop reading and the kernel pushes back on senders.
+
+A full disk (ENOSPC, EDQUOT while writing a frame, a segment's header or its
+footer) is a full spool, not a failure: the segment is cut back to its last
+whole frame (spool/segment.py), and the frames wait, retried on a bounded
+backoff (``FULL_RETRY_MIN_S`` doubling to ``FULL_RETRY_MAX_S``), while the
+queue behind them fills and pushes back on the sources as above. With
+on_full = "drop_oldest" the oldest sealed segment is deleted first and what
+it held is counted (Spool.drop_oldest_for_room). When a write succeeds again
+the writer says so once ("spool writable again"). :attr:`SpoolWriter.full`
+says why it waits, for ``hostlog ctl status`` and the metrics.
+
+A failed sync (fsync, fdatasync: EIO, ...) is never retried and trusted: the
+records it covered are not reported durable (their ``on_durable`` callbacks
+never run), the writer stops, and :meth:`SpoolWriter.stop` cuts the active
+segment back to the last durable record (Spool.cut_untrusted) so that, at
+the next start, replayable sources read those records again
+(docs/guarantees.md, "Disk full and I/O errors").
+
+A durability callback that raises is counted (``stats.callback_errors``, and
+the agent's errors metric through ``on_error``) and logged once per kind;
+the callbacks after it still run.
 """
 
 from __future__ import annotations
@@ -63,8 +84,10 @@ from itertools import accumulate
 from typing import Any
 
 from hostlog.crashpoint import crashpoint
-from hostlog.errors import SpoolFullError
+from hostlog.errors import SpoolFullError, SpoolSyncError
+from hostlog.faultpoint import faultpoint
 from hostlog.record import Batch, Columns, OnDurable
+from hostlog.spool.segment import no_space
 from hostlog.spool.spool import Spool
 
 log = logging.getLogger("hostlog.spool")
@@ -84,6 +107,16 @@ MAX_LINGER_S = 1.0
 FRAME_RECORDS = 4096
 FRAME_BYTES = 1 << 20
 
+#: A write that found the disk full is tried again after this, doubling up
+#: to FULL_RETRY_MAX_S: quick to resume once room returns, and cheap while it
+#: does not.
+FULL_RETRY_MIN_S = 0.05
+FULL_RETRY_MAX_S = 1.0
+
+#: :attr:`SpoolWriter.full` while a write waits for room on the disk, and
+#: while it waits for retention (max_bytes reached, data not acknowledged).
+FULL_DISK = "no space left on device"
+FULL_MAX_BYTES = "max_bytes"
 
 
 @dataclass(slots=True)
@@ -96,6 +129,9 @@ class WriterStats:
     rejected: int = 0  # write_nowait found the queue full (UDP drops)
     fast_frames: int = 0  # frames compressed with LZ4's fast mode (written while behind)
     blocked_s: float = 0.0  # time spent blocked on a full spool
+    full_waits: int = 0  # times a write found the spool full (each counted once, until it took)
+    full_retries: int = 0  # writes tried again on a full disk
+    callback_errors: int = 0  # on_durable callbacks that raised
 
 
 class _Entry:
@@ -118,7 +154,8 @@ class SpoolWriter:
                  max_pending: int = 200_000, frame_records: int = FRAME_RECORDS,
                  frame_bytes: int = FRAME_BYTES, linger: float | None = None,
                  note_position: Callable[[str, int, Any], None] | None = None,
-                 on_failure: Callable[[], None] | None = None) -> None:
+                 on_failure: Callable[[], None] | None = None,
+                 on_error: Callable[[str, str, BaseException], None] | None = None) -> None:
         """``linger``: the longest a record waits for its frame to fill. By
         default: with fsync = "batch", until the next sync asks for the frame
         (at most ``MAX_LINGER_S``); with "never", ``fsync_interval`` (at most
@@ -141,6 +178,13 @@ class SpoolWriter:
         # is written (see spool/checkpoints.py): exactly once across kill -9
         self.note_position = note_position
         self.on_failure = on_failure  # called on the loop if a writer thread dies
+        # (source, where, exc): a durability callback raised; the agent's
+        # ErrorCounts.report (counted by kind, logged once per kind)
+        self.on_error = on_error
+        self._callback_kinds: dict[type, int] = {}  # without on_error: logged once per kind here
+        self.full: str | None = None  # why a write waits for room (FULL_DISK, FULL_MAX_BYTES)
+        self.full_since = 0.0  # time.monotonic() when it began
+        self._full_said = False  # the wait for room on the disk is logged (once per wait)
         self.stats = WriterStats()
         self.accepted_seq = spool.next_seq - 1
         self.durable_seq = spool.durable_seq
@@ -169,6 +213,11 @@ class SpoolWriter:
         self._spool_lock = threading.Lock()
         self._sync_stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
+
+    @property
+    def spool_lock(self) -> threading.Lock:
+        """The lock held while the spool is used (the archiver's commits take it too)."""
+        return self._spool_lock
 
     # -- loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -248,7 +297,24 @@ class SpoolWriter:
             await asyncio.to_thread(self._thread.join)
         if self._sync_thread is not None:
             await asyncio.to_thread(self._sync_thread.join)
+        if self.spool.sync_failed is not None and self.fsync != "never":
+            await asyncio.to_thread(self._cut_untrusted)
         self._deliver(self.accepted_seq, self.durable_seq)
+
+    def _cut_untrusted(self) -> None:
+        """After a failed sync, both threads stopped: cut what was written
+        after the last durable record (never durable, never reported so)."""
+        spool = self.spool
+        try:
+            cut = spool.cut_untrusted()
+        except OSError as exc:
+            log.error("after the failed sync, the active segment could not be cut back to seq %d "
+                      "(%s): recovery at the next start cuts what does not read back",
+                      spool.durable_seq, exc)
+            return
+        log.error("after the failed sync: cut %d bytes (records after seq %d) from the active "
+                  "segment; their replayable sources read them again at the next start",
+                  cut, spool.durable_seq)
 
     def _report(self, accepted: int, durable: int) -> None:
         # called from the thread
@@ -265,11 +331,36 @@ class SpoolWriter:
             _, cb = self._callbacks.popleft()
             try:
                 cb(self.durable_seq)
-            except Exception:
-                log.exception("durability callback failed")
+            except Exception as exc:  # counted and logged; the others still run
+                self._callback_failed(cb, exc)
         with self._cond:
             if self._pending_records < self.max_pending:
                 self._room.set()
+
+    def _callback_failed(self, cb: OnDurable, exc: Exception) -> None:
+        """A durability callback raised: count it, and log it once per kind
+        (the agent's ErrorCounts, as (source, "durability_callback"), when
+        it gave ``on_error``). Its batch is durable all the same."""
+        self.stats.callback_errors += 1
+        position = getattr(cb, "position", None)
+        source = position[0] if position is not None else "spool"
+        if self.on_error is not None:
+            try:
+                self.on_error(source, "durability_callback", exc)
+                return
+            except Exception:
+                log.exception("reporting a failed durability callback failed")
+        seen = self._callback_kinds[type(exc)] = self._callback_kinds.get(type(exc), 0) + 1
+        if seen == 1:
+            log.error("%s: durability callback failed: %s", source, exc, exc_info=exc)
+
+    def status(self) -> dict[str, Any]:
+        """For ``hostlog ctl status``: whether writes wait for room, since when, and why."""
+        full = self.full
+        return {"full": full, "full_for": round(time.monotonic() - self.full_since, 3) if full else 0.0,
+                "blocked_s": round(self.stats.blocked_s, 3), "on_full": self.spool.on_full,
+                "dropped_for_room": self.spool.dropped_for_space,
+                "callback_errors": self.stats.callback_errors}
 
     # -- thread side -----------------------------------------------------------
     def _due(self, now: float) -> float | None:
@@ -342,6 +433,8 @@ class SpoolWriter:
                                 and self._due(time.monotonic()) != 0.0:
                             quiet = True  # time for the spool's upkeep
                             break
+                    if self.error is not None:
+                        return  # the sync thread failed: nothing more is written
                     taken = [] if quiet else self._take()
                     frames = [taken] if taken else []
                     # a batch with a source position cut at the frame's end:
@@ -382,8 +475,13 @@ class SpoolWriter:
                     with self._spool_lock:
                         spool.sync()
                 elif quiet:
-                    with self._spool_lock:
-                        spool.maintain()
+                    try:
+                        with self._spool_lock:
+                            spool.maintain()
+                    except OSError as exc:
+                        if not no_space(exc):
+                            raise
+                        log.warning("spool upkeep waits for room on the disk: %s", exc)
                 durable = spool.next_seq - 1 if self.fsync == "never" else spool.durable_seq
                 self._report(spool.next_seq - 1, durable)
                 if stopping:
@@ -397,7 +495,18 @@ class SpoolWriter:
 
     def _failed(self, exc: BaseException, what: str) -> None:
         """A thread of the writer died: say so, wake everyone waiting for room
-        (their next write raises), and tell the agent, which stops."""
+        (their next write raises), and tell the agent, which stops. The
+        first error is the one kept (the other thread may fail after it)."""
+        if isinstance(exc, SpoolSyncError):
+            with self._spool_lock:
+                if self.spool.sync_failed is None:
+                    self.spool.sync_failed = exc
+            what = (f"{what} and is not retried (records after seq {self.spool.durable_seq} "
+                    f"were never durable; the agent stops, and replayable sources read them "
+                    f"again at its next start)")
+        if self.error is not None:
+            log.error("%s (after the first failure): %s", what, exc)
+            return
         self.error = exc
         log.error("%s: %s", what, exc, exc_info=exc)
         assert self._loop is not None
@@ -445,7 +554,12 @@ class SpoolWriter:
                     # An error here is final: after a failed fdatasync the
                     # kernel may have dropped the pages, so a retry that
                     # succeeds would claim durability falsely.
+                    faultpoint("segment-sync")
                     os.fdatasync(fd)
+                except OSError as exc:
+                    with self._spool_lock:
+                        spool.fail_sync(exc)
+                    raise SpoolSyncError(f"fdatasync of the active segment failed: {exc}") from exc
                 finally:
                     os.close(fd)
                 crashpoint("synced")
@@ -505,30 +619,87 @@ class SpoolWriter:
     def _append_blocking(self, frames: list[tuple[Batch, list[tuple[Batch, OnDurable | None]]]],
                          fast: bool) -> int:
         """Append as one frame (or one group, see :meth:`_group_fits`),
-        waiting while the spool is full and on_full = block; returns the last
-        seq written. The spool lock is held per attempt only, so the sync
-        thread keeps making what was written durable while this waits."""
+        waiting while the spool is full: returns the last seq written. The
+        spool lock is held per attempt only, so the sync thread keeps making
+        what was written durable while this waits.
+
+        Full by max_bytes (retention may not free what a destination has not
+        acknowledged, on_full = block): tried again every second. Full disk
+        (ENOSPC, EDQUOT; the spool cut the torn write back to its last whole
+        frame): with on_full = drop_oldest the oldest sealed segment goes and
+        the write is tried again at once; else (or with nothing left to
+        drop) tried again after FULL_RETRY_MIN_S, doubling to
+        FULL_RETRY_MAX_S. The source positions are noted once, before the
+        first try: every try writes the same frames with the same seqs."""
         taken = [piece for _, pieces in frames for piece in pieces]
-        warned = False
+        noted = warned = dropped_last = False
+        backoff = FULL_RETRY_MIN_S
         while True:
             try:
                 with self._spool_lock:
-                    self._note_positions(taken)
+                    if not noted:
+                        self._note_positions(taken)
+                        noted = True
                     if len(frames) == 1:
-                        return self.spool.append(frames[0][0], fast=fast)[1]
-                    return self.spool.append_group([records for records, _ in frames], fast=fast)[1]
+                        last = self.spool.append(frames[0][0], fast=fast)[1]
+                    else:
+                        last = self.spool.append_group([records for records, _ in frames], fast=fast)[1]
             except SpoolFullError as exc:
                 if self._stopping:
                     raise
                 if not warned:  # once per wait, not once per retry
                     log.warning("%s; waiting for destinations to acknowledge", exc)
                     warned = True
-                t0 = time.monotonic()
-                with self._cond:
-                    # a second between retries; stop() ends the wait at once
-                    while not self._stopping and (left := t0 + 1.0 - time.monotonic()) > 0:
-                        self._cond.wait(left)
-                self.stats.blocked_s += time.monotonic() - t0
+                self._set_full(FULL_MAX_BYTES)
+                self._pause(1.0)  # a second between retries; stop() ends the wait at once
+                continue
+            except OSError as exc:
+                if not no_space(exc) or self._stopping:
+                    raise
+                self._set_full(FULL_DISK)
+                self.stats.full_retries += 1
+                if self.spool.on_full == "drop_oldest":
+                    if dropped_last:  # a drop did not make room: let readers close it first
+                        self._pause(FULL_RETRY_MIN_S)
+                    with self._spool_lock:
+                        dropped = self.spool.drop_oldest_for_room()
+                    if dropped is not None:  # said by the agent's record about drops
+                        dropped_last = True
+                        continue
+                dropped_last = False
+                if not self._full_said:  # once per wait: nothing was dropped, writes wait
+                    log.warning("spool full: %s; writes wait for room (on_full = %s)",
+                                exc, self.spool.on_full)
+                    self._full_said = True
+                self._pause(backoff)
+                backoff = min(backoff * 2, FULL_RETRY_MAX_S)
+                continue
+            self._writable_again()
+            return last
+
+    def _set_full(self, reason: str) -> None:
+        if self.full != reason:
+            if self.full is None:
+                self.full_since = time.monotonic()
+                self.stats.full_waits += 1
+            self.full = reason
+
+    def _writable_again(self) -> None:
+        if self.full is None:
+            return
+        if self._full_said or self.full != FULL_DISK:
+            log.info("spool writable again after %.1f s (it was full: %s)",
+                     time.monotonic() - self.full_since, self.full)
+        self.full = None
+        self._full_said = False
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (stop() ends the wait at once), counted as blocked."""
+        t0 = time.monotonic()
+        with self._cond:
+            while not self._stopping and (left := t0 + seconds - time.monotonic()) > 0:
+                self._cond.wait(left)
+        self.stats.blocked_s += time.monotonic() - t0
 
 
 def _text_bytes(batch: Batch) -> int:
@@ -558,4 +729,6 @@ def _one_frame(batches: list[Batch]) -> Batch:
     merged = Columns.empty(fields_pool=[])
     for batch in batches:
         merged.extend(batch)
+    if merged.fields_pool:  # each shared fields dict once: the index and counts pass over the pool
+        merged.fields_pool = list({id(f): f for f in merged.fields_pool}.values())
     return merged

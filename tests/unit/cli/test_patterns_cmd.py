@@ -77,3 +77,14 @@ def test_the_table_and_mistakes(tmp_path: Path, capsys) -> None:
 ])
 def test_sparkline_counts_fall_in_equal_parts_of_the_range(seconds, expected) -> None:
     assert sparkline(seconds, 0, 9 * 10**9, buckets=10) == expected
+
+
+def test_with_lists_the_templates_near_one_templates_records(tmp_path: Path, capsys) -> None:
+    build(tmp_path)
+    kernel = next(r["pattern_id"] for r in patterns(capsys, tmp_path) if r["app"] == "kernel")
+    near = patterns(capsys, tmp_path, "--with", kernel, "--window", "60s")
+    # web logs at T0+0..49 s, sshd at T0+0..19 s, the kernel at T0+100..102 s
+    assert [(r["app"], r["with_count"], r["count"]) for r in near] == [("web", 10, 50)]
+    assert patterns(capsys, tmp_path, "--with", kernel, "--window", "5s") == []
+    assert main(["patterns", "-D", str(tmp_path / "spool"), "--with", "0123456789abcdef"]) == 1
+    assert "no selected record has the pattern" in capsys.readouterr().err

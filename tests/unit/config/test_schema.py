@@ -231,6 +231,7 @@ def test_docs_list_every_key() -> None:
     models = [
         config_module.Agent,
         config_module.Spool,
+        config_module.SpoolArchive,
         config_module.RateLimit,
         SyslogSource,
         JournaldSource,
@@ -241,6 +242,7 @@ def test_docs_list_every_key() -> None:
         config_module.Tls,
         config_module.Control,
         config_module.Http,
+        config_module.Patterns,
         Rule,
     ]
     for model in models:

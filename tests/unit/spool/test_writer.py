@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from hostlog.errors import SpoolSyncError
 from hostlog.record import Columns, Record
 from hostlog.spool.inspect import collect_stats
 from hostlog.spool.keys import Keyring
@@ -62,7 +63,8 @@ def test_a_failing_sync_stops_the_agent_instead_of_stalling_durability(tmp_path,
         writer.start()
         writer.submit(recs(10))
         await asyncio.wait_for(stopped.wait(), 10)
-        assert isinstance(writer.error, OSError) and writer.durable_seq == 0
+        assert isinstance(writer.error, SpoolSyncError) and writer.durable_seq == 0
+        assert isinstance(writer.error.__cause__, OSError)
         await writer.stop()
         monkeypatch.undo()
         spool.close()

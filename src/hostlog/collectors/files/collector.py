@@ -59,6 +59,7 @@ from hostlog.collectors.base import CollectorContext, finish_task
 from hostlog.collectors.checkpoint import STOP_WAIT, DurableCheckpoint
 from hostlog.collectors.events import Counted
 from hostlog.collectors.files.lines import LineFramer, Lines, decode_messages
+from hostlog.collectors.files.parse import LineParser
 from hostlog.config import FileSource
 from hostlog.errors import SinkError
 from hostlog.record import Columns
@@ -153,6 +154,7 @@ class FileCollector:
         self.context = context
         self.encoding = config.encoding
         self.utf8 = codecs.lookup(config.encoding).name == "utf-8"
+        self.parser = LineParser(config.parse)  # the lines' own time, level, fields
         self.multiline = (re.compile(config.multiline_start.encode(config.encoding))
                           if config.multiline_start else None)
         self.flush_timeout: float = config.flush_timeout
@@ -487,17 +489,21 @@ class FileCollector:
         if not n:
             return
         msgs = decode_messages(lines.messages, self.encoding)
-        ts = time.time_ns()  # a file line carries no time we could trust: read time
-        base = t.fields
-        # One fields dict shared by the lines of a file (Columns rows are
-        # read-only); only the few marked lines get their own.
-        fields = [base] * n
-        pool = [base]
+        # the time read; the line's own time when parse finds one (parse.py)
+        parsed = self.parser.parse(msgs, time.time_ns(), t.fields)
+        # Fields dicts shared by the lines of a file (Columns rows are
+        # read-only); only lines with fields of their own, and the few marked
+        # lines, get their own.
+        fields, pool = parsed.fields, parsed.pool
         for i, mark in lines.marks.items():
-            fields[i] = marked = {**base, mark: "true"}
+            fields[i] = marked = {**fields[i], mark: "true"}
             pool.append(marked)
-        columns: list[list] = [[ts] * n, [self.context.hostname] * n, ["file"] * n, [t.app] * n,
-                               [None] * n, [6] * n, [None] * n, msgs, fields, [""] * n, [0] * n]
+        hostname = self.context.hostname
+        hosts = [hostname] * n if parsed.host is None else [h or hostname for h in parsed.host]
+        apps = [t.app] * n if parsed.app is None else [a or t.app for a in parsed.app]
+        columns: list[list] = [parsed.ts, hosts, ["file"] * n, apps,
+                               parsed.pid or [None] * n, parsed.severity, parsed.facility or [None] * n,
+                               parsed.msg, fields, [""] * n, [0] * n]
         size = sum(map(len, lines.messages)) + n  # the bytes read for them, about
         batch = Columns(columns, text_size=size, fields_pool=pool)
         if out.batches and out.last is t:
