@@ -24,15 +24,12 @@ run: venv
 # Two workers (pytest-xdist), a test file each at a time: most tests wait on
 # real daemons and agents, so the suite takes ~40% less wall time; a file's
 # module fixtures stay in one worker. TEST_WORKERS=0 runs it in one process.
-# The kill -9 runs of the fault suite run after, alone: they race the agent's
-# retention against the test's reads, which a loaded machine would skew (the
-# rest of the fault suite, network faults and disk full among it, waits on
-# counters and takes load).
+# The fault suite runs after, alone: its kill -9 runs race the agent's
+# retention against the test's reads, which a loaded machine would skew.
 TEST_WORKERS ?= 2
-SOLO_FAULTS := tests/faults/test_kill.py tests/faults/test_archive_kill.py
 test: deps venv lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(foreach f,$(SOLO_FAULTS),--ignore=$(f)) tests
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(SOLO_FAULTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --ignore=tests/faults tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
 
 # ruff (lint, import order) and mypy (types; pyproject.toml says which modules)
 lint: venv
