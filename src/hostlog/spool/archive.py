@@ -581,14 +581,15 @@ def _index_summary(path: Path, keyring: Keyring, ino: int) -> _Summary:
 
 def policy_of(spool_config: SpoolConfig) -> ArchivePolicy:
     """The policy of a ``[spool]`` config section."""
-    from hostlog.spool.writer import FRAME_BYTES, FRAME_RECORDS
+    from hostlog.spool.writer import FRAME_RECORDS, frame_bytes_for
     archive = spool_config.archive
     compact = spool_config.compact
+    frame_bytes = frame_bytes_for(spool_config.segment_bytes)
     if archive is None:
-        return ArchivePolicy(compact=compact, frame_records=FRAME_RECORDS, frame_bytes=FRAME_BYTES)
+        return ArchivePolicy(compact=compact, frame_records=FRAME_RECORDS, frame_bytes=frame_bytes)
     return ArchivePolicy(archive=True, after_s=archive.after, keep_s=archive.keep or float("inf"),
                          level=archive.compression, dir=archive.dir, compact=compact,
-                         frame_records=FRAME_RECORDS, frame_bytes=FRAME_BYTES)
+                         frame_records=FRAME_RECORDS, frame_bytes=frame_bytes)
 
 
 def start_archiver(spool: Spool, config: Config,

@@ -107,6 +107,16 @@ MAX_LINGER_S = 1.0
 FRAME_RECORDS = 4096
 FRAME_BYTES = 1 << 20
 
+
+def frame_bytes_for(segment_bytes: int, frame_bytes: int = FRAME_BYTES) -> int:
+    """The frame text limit a spool of ``segment_bytes`` segments uses: never
+    more than a segment. A frame is written whole into the active segment, so
+    with a small ``segment_bytes`` a 1 MiB frame would make one segment
+    several times ``max_bytes``, and retention (which deletes whole sealed
+    segments) would then drop all of it at the next rotation: a burst would
+    cost the records just written, not the oldest."""
+    return max(1, min(frame_bytes, segment_bytes))
+
 #: A write that found the disk full is tried again after this, doubling up
 #: to FULL_RETRY_MAX_S: quick to resume once room returns, and cheap while it
 #: does not.
@@ -167,7 +177,7 @@ class SpoolWriter:
         self.fsync_interval = fsync_interval
         self.max_pending = max_pending
         self.frame_records = frame_records
-        self.frame_bytes = frame_bytes
+        self.frame_bytes = frame_bytes_for(spool.segment_bytes, frame_bytes)
         if linger is None:
             if fsync == "always":
                 linger = 0.0

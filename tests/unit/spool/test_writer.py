@@ -158,6 +158,35 @@ def test_a_batch_of_100k_records_is_written_as_frames_within_both_limits(tmp_pat
     asyncio.run(main())
 
 
+def test_a_burst_into_a_small_spool_keeps_its_newest_records_not_none(tmp_path):
+    # segment_bytes 64 KiB, max_bytes 192 KiB, drop_oldest: 6,000 records of
+    # ~100 characters that compress badly, handed over as one batch (a syslog
+    # burst the writer could not keep up with). Frames of 4,096 records would
+    # each be a segment larger than max_bytes, deleted whole at its seal;
+    # frames no bigger than a segment keep the newest records of the burst.
+    async def main():
+        spool = Spool.open(tmp_path / "spool", Keyring.load_or_create(tmp_path / "k"),
+                           segment_bytes=64 * 1024, max_bytes=192 * 1024, on_full="drop_oldest")
+        writer = SpoolWriter(spool, fsync="batch", fsync_interval=0.05)
+        assert writer.frame_bytes == 64 * 1024
+        writer.start()
+        burst = [Record(ts=time.time_ns(), msg=f"bulk {i} {os.urandom(40).hex()}", app="bulk")
+                 for i in range(6000)]
+        writer.submit(Columns.of(burst))
+        writer.submit(Columns.of([Record(ts=time.time_ns(), msg="after", app="web")]))
+        assert await writer.flush() == 6001
+        await writer.stop()
+        spool.close()
+        kept = [r.msg for _, r in SpoolReader.open(tmp_path / "spool").records()]
+        assert kept[-1] == "after"
+        bulk = kept[:-1]
+        assert len(bulk) >= 500  # at least the newest segment's worth of the burst
+        assert bulk == [r.msg for r in burst[-len(bulk):]]  # the newest, in order
+        for _, _, text in _frames(tmp_path / "spool"):
+            assert text <= 64 * 1024
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("where", ["payload", "header"])
 @pytest.mark.parametrize("sealed", [False, True])
 def test_one_flipped_bit_costs_at_most_one_frame_of_a_big_batch(tmp_path, where, sealed):
