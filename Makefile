@@ -24,12 +24,15 @@ run: venv
 # Two workers (pytest-xdist), a test file each at a time: most tests wait on
 # real daemons and agents, so the suite takes ~40% less wall time; a file's
 # module fixtures stay in one worker. TEST_WORKERS=0 runs it in one process.
-# The fault suite runs after, alone: its kill -9 runs race the agent's
-# retention against the test's reads, which a loaded machine would skew.
+# The kill -9 files of the fault suite run after, alone: their random kills
+# race the agent's retention against the test's reads, which a loaded machine
+# would skew; the other fault files (network, disk full, damage, security)
+# run on the workers with the rest.
 TEST_WORKERS ?= 2
+KILL_TESTS := tests/faults/test_kill.py tests/faults/test_archive_kill.py
 test: deps venv lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --ignore=tests/faults tests
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(addprefix --ignore=,$(KILL_TESTS)) tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(KILL_TESTS)
 
 # ruff (lint, import order) and mypy (types; pyproject.toml says which modules)
 lint: venv

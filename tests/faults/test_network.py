@@ -48,7 +48,7 @@ SYSLOG_RATE = 1000
 FILE_RATE = 100
 #: How long each fault lasts (seconds).
 HOLD = {"down": 180.0, "flap": 120.0, "oneway": 60.0, "halfopen": 60.0, "slow": 120.0} if LONG else \
-    {"down": 25.0, "flap": 12.0, "oneway": 8.0, "halfopen": 8.0, "slow": 10.0}
+    {"down": 12.0, "flap": 8.0, "oneway": 6.0, "halfopen": 6.0, "slow": 6.0}
 ACK_TIMEOUT_S = 3.0
 #: Bytes a second each way on the slow link: less than the load needs on the wire.
 SLOW_RATE = 5_000
