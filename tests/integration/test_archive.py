@@ -244,6 +244,16 @@ poll_interval = "50ms"
         wait_for(compacted, timeout=60, interval=0.5, what="every sealed segment compacted")
         msgs = [m for _, m in messages(spool_dir) if m.startswith("line ")]
         assert [m.rsplit(" ", 1)[0] for m in msgs] == [line(i) for i in range(written)]
+        # the archiver's counts on the metrics endpoint: as many compactions as
+        # ctl status says, at least one per sealed segment, nothing refused
+        samples = agent.metrics()
+        status = json.loads(agent.hostlog("ctl", "-c", str(agent.config), "--json", "status").stdout)
+        assert samples['hostlog_spool_rewrites_total{kind="compacted"}'] == status["agent"]["archive"]["compacted"]
+        assert samples['hostlog_spool_rewrites_total{kind="compacted"}'] >= len(SpoolReader.open(
+            spool_dir).segment_paths()) - 1 >= 2
+        assert samples['hostlog_spool_rewrites_total{kind="archived"}'] == 0
+        assert samples["hostlog_spool_rewrites_refused"] == 0
+        assert samples["hostlog_spool_archiver_failed_passes_total"] == 0
     finally:
         agent.stop()
     assert "archiver: compacted" in agent.log_text()

@@ -291,6 +291,7 @@ class FakeAgent:
         state = self.config.agent.state_dir
         self.spool = Spool.open(state / "spool", Keyring.load_or_create(state / "spool.key"))
         self.writer = SpoolWriter(self.spool, fsync="never")
+        self.archiver = None  # compaction off here: the spool is the writer's alone
         self.context: CollectorContext | None = None
         self.metrics = make_metrics(self.config)
         self.wiring = None

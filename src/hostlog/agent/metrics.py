@@ -68,6 +68,7 @@ class Readers:
     app_up: Callable[[], dict[str, int]] = _empty  # 1 while the app's process runs
     uptime: Callable[[], float] = field(default=lambda: 0.0)
     errors: Callable[[], dict[tuple[str, str], int]] = field(default=dict)  # by (source, where)
+    archiver: Callable[[], dict[str, Any] | None] = field(default=lambda: None)  # Archiver.status()
 
 
 class _LiveCollector(Collector):
@@ -124,6 +125,23 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("hostlog_spool_records_written", "Records written to the spool",
                                   value=r.records_written())
         yield GaugeMetricFamily("hostlog_spool_bytes", "Size of all spool segments", value=r.spool_bytes())
+        archiver = r.archiver()
+        if archiver is not None:  # compaction or the archive tier is on (spool/archive.py)
+            yield _labelled(CounterMetricFamily, "hostlog_spool_rewrites",
+                            "Sealed segments the archiver rewrote since the start: compacted in "
+                            "place, archived, or expired (deleted from the archive after keep)",
+                            "kind", {k: int(archiver[k]) for k in ("compacted", "archived", "expired")})
+            yield GaugeMetricFamily("hostlog_spool_rewrites_refused",
+                                    "Sealed segments the archiver will not rewrite (a damaged frame, "
+                                    "no intact footer): they stay as they are, reported",
+                                    value=len(archiver["refused"]))
+            yield GaugeMetricFamily("hostlog_spool_archive_held_segments",
+                                    "Segments due for the archive tier's deletion that a forward "
+                                    "destination has not acknowledged yet",
+                                    value=len(archiver["held_for_destinations"]))
+            yield CounterMetricFamily("hostlog_spool_archiver_failed_passes",
+                                      "Archiver passes that failed (the reason is logged and in "
+                                      "hostlog ctl status)", value=int(archiver["failed_passes"]))
         yield GaugeMetricFamily("hostlog_spool_segments", "Number of spool segments",
                                 value=r.spool_segments())
         links = r.forward()
@@ -301,6 +319,7 @@ def agent_readers(agent: WiredAgent, supervisor: ProcessSupervisor) -> Readers:
         app_up=lambda: {n: int(s == "RUNNING") for n, s in supervisor.states().items()},
         uptime=lambda: time.monotonic() - agent.started,
         errors=lambda: {**context.errors.counts, **syslog_fallbacks()},
+        archiver=lambda: agent.archiver.status() if agent.archiver is not None else None,
     )
 
 

@@ -46,6 +46,7 @@ class WiredAgent(Protocol):
     context: CollectorContext | None
     spool: Any  # hostlog.spool.spool.Spool | None
     writer: Any  # hostlog.spool.writer.SpoolWriter | None
+    archiver: Any  # hostlog.spool.archive.Archiver | None (compaction, the archive tier)
     collectors: dict[str, Any]
     started: float
     metrics: Any  # hostlog.agent.metrics.Metrics | None
